@@ -1,0 +1,102 @@
+"""The model registry: a name -> class map, filled by `@register("name")` on each variant.
+
+A variant declares its options as a pydantic model `Options` nested in its class; `build` validates
+the user's options against it and fails with one line naming the bad field and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, get_args, get_origin
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+REGISTRY: dict[str, type] = {}
+
+
+class ModelOptions(BaseModel):
+    """Base of every variant's options: unknown fields are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Hparams:
+    """What the suite's training budget fixes for every variant alike (the fair-comparison part)."""
+
+    latent_dim: int = 64
+    width: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    n_critic: int = 5
+
+
+class ModelConfigError(ValueError):
+    """A model name or option the user got wrong; the message is one line naming the fix."""
+
+
+def register(name: str):
+    def decorator(cls: type) -> type:
+        if name in REGISTRY:
+            raise ValueError(f"model name {name!r} is registered twice")
+        cls.registry_name = name
+        REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def model_class(name: str) -> type:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ModelConfigError(
+            f"unknown model {name!r}; registered models: {', '.join(sorted(REGISTRY))}"
+        ) from None
+
+
+def validate_options(name: str, options: dict[str, Any] | None) -> ModelOptions:
+    cls = model_class(name)
+    try:
+        return cls.Options.model_validate(options or {})
+    except ValidationError as err:
+        raise ModelConfigError(f"model {name!r}: {describe_validation_error(err)}") from None
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """First pydantic error as 'field: problem' in one line."""
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(root)"
+    if first["type"] == "extra_forbidden":
+        return f"unknown option {where!r}"
+    return f"option {where!r}: {first['msg']}"
+
+
+def option_table(name: str) -> list[tuple[str, str, Any]]:
+    """(option, allowed type/values, default) rows, read from the variant's Options class."""
+    rows = []
+    for field_name, field in model_class(name).Options.model_fields.items():
+        allowed = get_args(field.annotation)
+        if get_origin(field.annotation) is Literal:
+            kind = " | ".join(map(str, allowed))
+        else:
+            kind = getattr(field.annotation, "__name__", str(field.annotation))
+        bounds = [str(m) for m in field.metadata]  # e.g. Ge(ge=0)
+        rows.append((field_name, " ".join([kind, *bounds]), field.default))
+    return rows
+
+
+def build(
+    name: str,
+    options: dict[str, Any] | ModelOptions | None,
+    image_shape: tuple[int, int, int],
+    hparams: Hparams,
+    device: torch.device | str = "cpu",
+):
+    """Validate the options and construct the variant on `device`."""
+    cls = model_class(name)
+    if not isinstance(options, ModelOptions):
+        options = validate_options(name, options)
+    return cls(options, tuple(image_shape), hparams, torch.device(device))
