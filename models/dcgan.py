@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-
 from pydantic import Field
 
 from .base import GenerativeModel, descend
@@ -53,7 +52,9 @@ class Dcgan(GenerativeModel):
             logs = {"loss_d": loss_d, "wasserstein": wasserstein, "gp": gp}
         else:
             # -[log D(x) + log(1 - D(G(z)))]
-            loss_d = neg_log_d(self.discriminator(x)) + neg_log_one_minus_d(self.discriminator(fake))
+            loss_d = neg_log_d(self.discriminator(x)) + neg_log_one_minus_d(
+                self.discriminator(fake)
+            )
             logs = {"loss_d": loss_d}
         descend((loss_d, self.discriminator, self.optimizers["discriminator"]))
         return logs

@@ -54,7 +54,7 @@ def _conv_trunk(channels: int, size: int, width: int, norm: bool) -> nn.ModuleLi
 
 
 class Encoder(nn.Module):
-    """q(z|x): a conv trunk followed by a linear layer giving the Gaussian's mean and log-variance."""
+    """q(z|x): a conv trunk, then a linear layer giving the Gaussian's mean and log-variance."""
 
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, width: int = 64):
         super().__init__()

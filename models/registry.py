@@ -83,7 +83,12 @@ def option_table(name: str) -> list[tuple[str, str, Any]]:
             kind = " | ".join(map(str, allowed))
         else:
             kind = getattr(field.annotation, "__name__", str(field.annotation))
-        bounds = [str(m) for m in field.metadata]  # e.g. Ge(ge=0)
+        bounds = [
+            f"{symbol} {getattr(m, attr)}"
+            for m in field.metadata
+            for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+            if hasattr(m, attr)
+        ]
         rows.append((field_name, " ".join([kind, *bounds]), field.default))
     return rows
 

@@ -102,8 +102,10 @@ class VaeGan(GenerativeModel):
             logs = {"loss_d": loss_d, "wasserstein": wasserstein, "gp": gp}
         else:
             # -L_GAN = -[log Dis(x) + log(1 - Dis(x_p)) + log(1 - Dis(x_tilde))]
-            loss_d = neg_log_d(dis(x)) + neg_log_one_minus_d(dis(x_p)) + neg_log_one_minus_d(
-                dis(x_tilde)
+            loss_d = (
+                neg_log_d(dis(x))
+                + neg_log_one_minus_d(dis(x_p))
+                + neg_log_one_minus_d(dis(x_tilde))
             )
             logs = {"loss_d": loss_d}
         descend((loss_d, dis, self.optimizers["discriminator"]))
@@ -122,7 +124,13 @@ class VaeGan(GenerativeModel):
             (loss_enc, self.encoder, self.optimizers["encoder"]),
             (loss_dec, self.decoder, self.optimizers["decoder"]),
         )
-        return {"kl": prior, "llike": llike, "gan_g": gan, "loss_enc": loss_enc, "loss_dec": loss_dec}
+        return {
+            "kl": prior,
+            "llike": llike,
+            "gan_g": gan,
+            "loss_enc": loss_enc,
+            "loss_dec": loss_dec,
+        }
 
     def train_step(self, x):
         autoencoder_turn = self.num_steps % self.n_critic == self.n_critic - 1

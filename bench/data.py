@@ -1,0 +1,271 @@
+"""Datasets as whole tensors: MNIST, Fashion-MNIST, CIFAR-10 and a deterministic synthetic set.
+
+Where the files are looked for, first match wins for the root, then every layout inside it:
+
+    1. dataset.root in the suite file
+    2. --data-root on the command line
+    3. the BENCH_DATA_ROOT environment variable
+    4. with none of those: /usr/share/datasets/<name> (where Debian's dataset-* packages install),
+       then the download cache ~/.cache/bench/datasets (torchvision downloads there when online)
+
+Inside a root, MNIST-style sets are found as gzipped or plain IDX files directly in the folder
+(Debian's layout), in <root>/<name>/, or in torchvision's <root>/MNIST/raw/ (FashionMNIST/raw/);
+CIFAR-10 in torchvision's <root>/cifar-10-batches-py/.
+
+Images are kept as uint8 (N, C, H, W) on the host; `to_model_range` turns a whole split into one
+float tensor in [-1, 1] on the training device, and `to_unit_range` is the one way back to [0, 1].
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ENV_ROOT = "BENCH_DATA_ROOT"
+SYSTEM_ROOT = Path("/usr/share/datasets")
+CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bench" / "datasets"
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+SYNTHETIC_SIZES = {"train": 2048, "test": 512}
+
+
+class DatasetNotFound(FileNotFoundError):
+    """The dataset is not where we looked and could not be downloaded; str() says where and how."""
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor  # int64 (N,)
+
+
+@dataclass
+class ImageData:
+    name: str
+    train: Split
+    eval: Split
+    source: str
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return int(torch.cat([self.train.labels, self.eval.labels]).max()) + 1
+
+    @property
+    def fingerprint(self) -> str:
+        """Content hash of both splits: identifies the data whatever folder it came from."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for split in (self.train, self.eval):
+                digest.update(str(tuple(split.images.shape)).encode())
+                digest.update(split.images.numpy().tobytes())
+                digest.update(split.labels.numpy().tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+
+def to_model_range(images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1] on `device` (the range of every model boundary)."""
+    return images.to(device).float().div_(127.5).sub_(1.0)
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """Model range [-1, 1] -> [0, 1] (metrics, image files)."""
+    return images.add(1.0).div(2.0).clamp(0.0, 1.0)
+
+
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    cli_root: str | Path | None = None,
+    train_split: str = "train",
+    eval_split: str = "test",
+    train_limit: int | None = None,
+    eval_limit: int | None = None,
+    download: bool = True,
+) -> ImageData:
+    """Load both splits of a dataset as uint8 tensors (see the module docstring for the search)."""
+    if name.startswith("synthetic"):
+        channels = 3 if name == "synthetic-rgb" else 1
+        size = 32 if channels == 3 else 28
+        train = synthetic_split(
+            train_limit or SYNTHETIC_SIZES["train"], train_split, size, channels
+        )
+        evaluation = synthetic_split(
+            eval_limit or SYNTHETIC_SIZES["test"], eval_split, size, channels
+        )
+        return ImageData(name, train, evaluation, source="generated")
+
+    explicit = root or cli_root or os.environ.get(ENV_ROOT)
+    if explicit:
+        explicit = Path(explicit).expanduser()
+        if not explicit.is_dir():
+            raise DatasetNotFound(
+                f"data root {explicit} does not exist (set by {_root_origin(root, cli_root)}); "
+                f"point it at a folder holding {name}"
+            )
+        candidates = [explicit]
+    else:
+        candidates = [SYSTEM_ROOT / name, CACHE_ROOT]
+
+    for candidate in candidates:
+        found = _read_local(name, candidate, train_split, eval_split)
+        if found is not None:
+            train, evaluation = found
+            return ImageData(
+                name, _limit(train, train_limit), _limit(evaluation, eval_limit), str(candidate)
+            )
+
+    download_error = None
+    if download and not explicit:
+        try:
+            train, evaluation = _download(name, CACHE_ROOT, train_split, eval_split)
+            return ImageData(
+                name, _limit(train, train_limit), _limit(evaluation, eval_limit), str(CACHE_ROOT)
+            )
+        except Exception as err:  # torchvision raises URLError, RuntimeError, OSError offline
+            download_error = str(err).splitlines()[0] if str(err) else type(err).__name__
+    looked = ", ".join(str(c) for c in candidates)
+    tried = f"; download failed ({download_error})" if download_error else ""
+    raise DatasetNotFound(
+        f"dataset {name!r} not found: looked in {looked}{tried}. Provide it with dataset.root in "
+        f"the suite, --data-root, or {ENV_ROOT}: a folder with {_expected_files(name)}"
+    )
+
+
+def _root_origin(root, cli_root) -> str:
+    if root:
+        return "dataset.root in the suite"
+    if cli_root:
+        return "--data-root"
+    return ENV_ROOT
+
+
+def _expected_files(name: str) -> str:
+    if name == "cifar10":
+        return "cifar-10-batches-py/ (torchvision's layout)"
+    return "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-*.gz (or MNIST/raw/)"
+
+
+def _limit(split: Split, limit: int | None) -> Split:
+    if limit is None:
+        return split
+    return Split(split.images[:limit], split.labels[:limit])
+
+
+def _read_local(name: str, root: Path, train_split: str, eval_split: str):
+    if not root.is_dir():
+        return None
+    if name == "cifar10":
+        if not (root / "cifar-10-batches-py").is_dir():
+            return None
+        return _cifar10(root, train_split, download=False), _cifar10(root, eval_split, False)
+    for folder in (root, root / name, root / TORCHVISION_FOLDER[name] / "raw"):
+        images_file = _find_idx(folder, IDX_FILES[train_split][0])
+        if images_file is not None:
+            return _idx_split(folder, train_split), _idx_split(folder, eval_split)
+    return None
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _idx_split(folder: Path, split: str) -> Split:
+    images_stem, labels_stem = IDX_FILES[split]
+    images_file, labels_file = _find_idx(folder, images_stem), _find_idx(folder, labels_stem)
+    if images_file is None or labels_file is None:
+        raise DatasetNotFound(f"{folder}: the {split} split is incomplete ({images_stem}[.gz])")
+    images = read_idx(images_file)
+    labels = read_idx(labels_file)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DatasetNotFound(f"{images_file}: not an MNIST-style image/label IDX pair")
+    return Split(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long())
+
+
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzipped or not): 2 zero bytes, dtype code, ndim, big-endian dims, data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
+        raise DatasetNotFound(f"{path}: not an IDX file")
+    ndim = data[3]
+    dims = np.frombuffer(data, dtype=">u4", count=ndim, offset=4).astype(int)
+    array = np.frombuffer(data, dtype=IDX_DTYPES[data[2]], offset=4 + 4 * ndim)
+    if array.size != math.prod(dims):
+        raise DatasetNotFound(f"{path}: truncated IDX file")
+    return array.reshape(tuple(dims)).copy()
+
+
+def _cifar10(root: Path, split: str, download: bool) -> Split:
+    from torchvision.datasets import CIFAR10
+
+    dataset = CIFAR10(str(root), train=split == "train", download=download)
+    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
+    return Split(images, torch.tensor(dataset.targets, dtype=torch.long))
+
+
+def _download(name: str, root: Path, train_split: str, eval_split: str):
+    """Fetch through torchvision into the cache, then read its files like any local folder."""
+    from torchvision import datasets
+
+    root.mkdir(parents=True, exist_ok=True)
+    if name == "cifar10":
+        return _cifar10(root, train_split, True), _cifar10(root, eval_split, True)
+    cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[name]
+    for train in (True, False):
+        cls(str(root), train=train, download=True)
+    found = _read_local(name, root, train_split, eval_split)
+    if found is None:
+        raise DatasetNotFound(f"torchvision downloaded {name} but its files are not in {root}")
+    return found
+
+
+def synthetic_split(n: int, split: str, size: int = 28, channels: int = 1) -> Split:
+    """A deterministic 10-class toy set: class k is a Gaussian blob at angle 2*pi*k/10 on a circle,
+    with random jitter, width and brightness (and a class colour for RGB). Same on every machine:
+    only the CPU generator seeded by the split name is used."""
+    generator = torch.Generator().manual_seed(0 if split == "train" else 1)
+    labels = torch.arange(n) % 10
+    labels = labels[torch.randperm(n, generator=generator)]
+    angle = labels.float() * (2 * math.pi / 10)
+    radius = size * 0.28
+    centre = size / 2 - 0.5
+    cx = centre + radius * torch.cos(angle) + torch.randn(n, generator=generator) * 1.0
+    cy = centre + radius * torch.sin(angle) + torch.randn(n, generator=generator) * 1.0
+    sigma = 1.5 + 1.5 * torch.rand(n, generator=generator)
+    peak = 0.6 + 0.4 * torch.rand(n, generator=generator)
+    grid = torch.arange(size).float()
+    dy = (grid.view(1, size, 1) - cy.view(n, 1, 1)) ** 2
+    dx = (grid.view(1, 1, size) - cx.view(n, 1, 1)) ** 2
+    blob = peak.view(n, 1, 1) * torch.exp(-(dx + dy) / (2 * sigma.view(n, 1, 1) ** 2))
+    images = blob.unsqueeze(1).repeat(1, channels, 1, 1)
+    if channels == 3:
+        hue = labels.float().view(n, 1) * (2 * math.pi / 10)
+        phases = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3]).view(1, 3)
+        colour = 0.55 + 0.45 * torch.cos(hue + phases)
+        images = images * colour.view(n, 3, 1, 1)
+    images = images + 0.03 * torch.randn(images.shape, generator=generator)
+    return Split((images.clamp(0, 1) * 255).round().to(torch.uint8), labels.long())

@@ -1,0 +1,117 @@
+"""MLflow tracking: one experiment per suite, one run per cell (see bench/keys.py for the keys).
+
+The default store is MLflow's own local default (`sqlite:///mlflow.db` with artifacts in
+./mlruns, relative to the working directory), so `mlflow ui` started in the same folder shows the
+runs. `--tracking-uri` or MLFLOW_TRACKING_URI point elsewhere (a server, another file).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+from . import keys
+from .suite import Cell
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+MAX_BATCH = 900  # MLflow accepts at most 1000 metrics / 100 params per log_batch call
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached or written; str() names the URI."""
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def connect(uri: str | None = None) -> MlflowClient:
+    uri = resolve_uri(uri)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(client: MlflowClient, suite_name: str, create: bool = True) -> str | None:
+    try:
+        experiment = client.get_experiment_by_name(suite_name)
+        if experiment is not None:
+            return experiment.experiment_id
+        if not create:
+            return None
+        return client.create_experiment(
+            suite_name, artifact_location=_artifact_location(client.tracking_uri, suite_name)
+        )
+    except Exception as err:  # connection refused, unwritable file, bad URI
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise TrackingError(
+            f"tracking store {client.tracking_uri} cannot be used: {message[:300]}; "
+            "check --tracking-uri / MLFLOW_TRACKING_URI"
+        ) from None
+
+
+def _artifact_location(uri: str, suite_name: str) -> str | None:
+    """For a local SQLite store, keep artifacts beside the database file (<db folder>/mlruns/),
+    which for the default store is MLflow's own default (./mlruns); servers choose themselves."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///")).resolve()
+    return (database.parent / "mlruns" / suite_name).as_uri()
+
+
+def finished_run(client: MlflowClient, experiment: str, cell_id: str):
+    runs = client.search_runs(
+        [experiment],
+        filter_string=f"tags.{keys.TAG_CELL_ID} = '{cell_id}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def start_cell_run(client: MlflowClient, experiment: str, cell: Cell) -> str:
+    tags = {
+        keys.TAG_SUITE: cell.suite,
+        keys.TAG_CELL_ID: cell.id,
+        keys.TAG_MODEL: cell.variant.model,
+        keys.TAG_LABEL: cell.variant.label,
+        keys.TAG_SEED: str(cell.seed),
+    }
+    run = client.create_run(experiment, tags=tags, run_name=f"{cell.variant.label}-s{cell.seed}")
+    params = [Param(k, str(v)) for k, v in sorted(flatten(cell.config()).items())]
+    for i in range(0, len(params), 90):
+        client.log_batch(run.info.run_id, params=params[i : i + 90])
+    return run.info.run_id
+
+
+def log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], step: int = 0):
+    timestamp = mlflow.utils.time.get_current_time_millis()
+    metrics = [Metric(k, float(v), timestamp, step) for k, v in values.items()]
+    for i in range(0, len(metrics), MAX_BATCH):
+        client.log_batch(run_id, metrics=metrics[i : i + MAX_BATCH])
+
+
+def finish(client: MlflowClient, run_id: str) -> None:
+    client.log_batch(run_id, tags=[RunTag(keys.TAG_STATUS, keys.STATUS_FINISHED)])
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def fail(client: MlflowClient, run_id: str, reason: str, killed: bool = False) -> None:
+    tags = [RunTag(keys.TAG_STATUS, keys.STATUS_FAILED), RunTag(keys.TAG_FAILURE, reason[:4000])]
+    client.log_batch(run_id, tags=tags)
+    status = RunStatus.KILLED if killed else RunStatus.FAILED
+    client.set_terminated(run_id, RunStatus.to_string(status))
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    """{"budget": {"lr_g": 2e-4}} -> {"budget.lr_g": 2e-4}."""
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= flatten(value, name + ".")
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny synthetic suite written to a temp folder and a temp MLflow store."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+TINY_SUITE = """
+name: tiny
+description: every variant, a handful of steps on synthetic data
+dataset:
+  name: synthetic
+  train_limit: 64
+  eval_limit: 32
+budget:
+  steps: 4
+  batch_size: 16
+  latent_dim: 8
+  width: 8
+  n_critic: 2
+  log_every: 2
+seeds: [0]
+evaluation:
+  num_samples: 32
+  batch_size: 16
+  grid_size: 16
+models:
+  - label: vae
+    model: vae
+  - label: dcgan-{loss}
+    model: dcgan
+    grid:
+      loss: [bce, wgan-gp]
+  - label: vaegan-{recon}-{adversarial}
+    model: vaegan
+    grid:
+      recon: [pixel, disfeat]
+      adversarial: [bce, wgan-gp]
+"""
+
+
+@pytest.fixture
+def write_suite(tmp_path: Path):
+    """write_suite(text=TINY_SUITE, name="suite.yaml") -> path of the written file."""
+
+    def write(text: str = TINY_SUITE, name: str = "suite.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -1,0 +1,589 @@
+"""Tests of models/: every variant trains and samples, gradients reach only the network whose loss
+they come from, the losses match their closed forms, and the registry and checkpoints behave.
+
+Everything runs on CPU with tiny networks (latent 8, width 8, batch 8, 28x28x1)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import models
+from models.losses import (
+    gaussian_nll,
+    gradient_penalty,
+    kl_to_standard_normal,
+    neg_log_d,
+    neg_log_one_minus_d,
+)
+
+IMAGE_SHAPE = (1, 28, 28)
+BATCH = 8
+LATENT = 8
+NETWORKS = ("encoder", "decoder", "discriminator")
+
+VARIANTS = [
+    pytest.param("vae", {}, id="vae"),
+    pytest.param("dcgan", {"loss": "bce"}, id="dcgan-bce"),
+    pytest.param("dcgan", {"loss": "wgan-gp"}, id="dcgan-wgan"),
+    pytest.param("vaegan", {"recon": "pixel", "adversarial": "bce"}, id="vaegan-pixel-bce"),
+    pytest.param("vaegan", {"recon": "pixel", "adversarial": "wgan-gp"}, id="vaegan-pixel-wgan"),
+    pytest.param("vaegan", {"recon": "disfeat", "adversarial": "bce"}, id="vaegan-disfeat-bce"),
+    pytest.param(
+        "vaegan", {"recon": "disfeat", "adversarial": "wgan-gp"}, id="vaegan-disfeat-wgan"
+    ),
+]
+ADVERSARIAL = VARIANTS[1:]
+VAEGAN_OPTIONS = [p.values[1] for p in VARIANTS[3:]]
+VAEGAN_IDS = [p.id for p in VARIANTS[3:]]
+
+
+def make(name, options=None, n_critic=3, seed=0):
+    torch.manual_seed(seed)
+    hparams = models.Hparams(latent_dim=LATENT, width=8, n_critic=n_critic)
+    return models.build(name, options or {}, IMAGE_SHAPE, hparams, device="cpu")
+
+
+def images(seed=0, n=BATCH):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, *IMAGE_SHAPE, generator=gen) * 2 - 1
+
+
+def networks(model):
+    return {name: getattr(model, name) for name in NETWORKS if hasattr(model, name)}
+
+
+def snapshot(model):
+    return {
+        name: [p.detach().clone() for p in net.parameters()]
+        for name, net in networks(model).items()
+    }
+
+
+def changed(model, before, name):
+    """Whether any parameter of network `name` differs from the snapshot."""
+    after = list(getattr(model, name).parameters())
+    assert len(after) == len(before[name])
+    return any(not torch.equal(a, b) for a, b in zip(after, before[name], strict=True))
+
+
+def grads_are_none(net):
+    return all(p.grad is None for p in net.parameters())
+
+
+def grads(net):
+    out = [p.grad for p in net.parameters()]
+    assert all(g is not None for g in out), "network received no gradient"
+    return [g.clone() for g in out]
+
+
+def assert_grads_equal(a, b):
+    for ga, gb in zip(a, b, strict=True):
+        torch.testing.assert_close(ga, gb, rtol=0, atol=0)
+
+
+def grads_differ(a, b):
+    return any(not torch.allclose(ga, gb) for ga, gb in zip(a, b, strict=True))
+
+
+def perturb_(module, scale=0.5, seed=123):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+
+
+# --- 1. every variant trains, samples, decodes ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "options"), VARIANTS)
+def test_train_step_sample_decode_encode(name, options):
+    model = make(name, options, n_critic=3)
+    for step in range(3):
+        logs = model.train_step(images(seed=step))
+        assert logs, "train_step returned no losses"
+        for key, value in logs.items():
+            assert isinstance(value, torch.Tensor), key
+            assert value.dim() == 0, key
+            assert not value.requires_grad, f"{key} is not detached"
+            assert torch.isfinite(value), f"{key} = {value}"
+    assert model.num_steps == 3
+    # the third step is the generator's turn for WGAN-GP with n_critic=3, every step otherwise
+    if name == "dcgan":
+        assert "loss_d" in logs and "loss_g" in logs
+    if name == "vaegan":
+        assert {"loss_d", "kl", "llike", "gan_g", "loss_enc", "loss_dec"} <= logs.keys()
+    if name == "vae":
+        assert set(logs) == {"loss", "recon", "kl"}
+
+    samples = model.sample(5)
+    assert samples.shape == (5, *IMAGE_SHAPE)
+    assert samples.min() >= -1 and samples.max() <= 1
+    assert torch.isfinite(samples).all()
+    assert model.training, "sample() must restore train mode"
+
+    z = torch.randn(6, LATENT) * 3
+    decoded = model.decode(z)
+    assert decoded.shape == (6, *IMAGE_SHAPE)
+    assert decoded.min() >= -1 and decoded.max() <= 1
+    assert not decoded.requires_grad
+    # decode runs in eval mode: each image depends on its own z only, running stats stay put
+    buffers = [b.clone() for b in model.buffers()]
+    torch.testing.assert_close(model.decode(z[:1]), decoded[:1])
+    for before, after in zip(buffers, model.buffers(), strict=True):
+        assert torch.equal(before, after), "decode() changed batch-norm statistics"
+
+    # sampling with an explicit generator is repeatable
+    s1 = model.sample(4, generator=torch.Generator().manual_seed(7))
+    s2 = model.sample(4, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(s1, s2, rtol=0, atol=0)
+
+    assert model.has_encoder == (name in ("vae", "vaegan"))
+    if model.has_encoder:
+        mu = model.encode(images(seed=9, n=5))
+        assert mu.shape == (5, LATENT)
+        assert torch.isfinite(mu).all()
+        assert model.training, "encode() must restore train mode"
+    else:
+        with pytest.raises(TypeError):
+            model.encode(images(seed=9, n=5))
+
+
+# --- 2. gradient routing, checked on weights -----------------------------------------------------
+
+
+def fake_batch(model, x, seed=1):
+    """The arguments of the adversarial variants' two steps, from one forward pass."""
+    torch.manual_seed(seed)
+    if model.registry_name == "dcgan":
+        return (model.decoder(model.prior(x.size(0))),)
+    return model.forward_pass(x)
+
+
+@pytest.mark.parametrize(("name", "options"), ADVERSARIAL)
+def test_discriminator_step_updates_only_discriminator(name, options):
+    model = make(name, options)
+    x = images()
+    before = snapshot(model)
+    out = fake_batch(model, x)
+    if name == "dcgan":
+        model.discriminator_step(x, out[0])
+    else:
+        _, _, x_tilde, x_p = out
+        model.discriminator_step(x, x_tilde, x_p)
+    assert changed(model, before, "discriminator")
+    assert not grads_are_none(model.discriminator)
+    for net in ("encoder", "decoder"):
+        if hasattr(model, net):
+            assert not changed(model, before, net), f"discriminator step moved the {net}"
+            assert grads_are_none(getattr(model, net)), f"discriminator step gave {net} a .grad"
+
+
+@pytest.mark.parametrize(("name", "options"), ADVERSARIAL)
+def test_generator_step_updates_only_generator_side(name, options):
+    model = make(name, options)
+    x = images()
+    before = snapshot(model)
+    out = fake_batch(model, x)
+    if name == "dcgan":
+        model.generator_step(out[0])
+    else:
+        model.autoencoder_step(x, *out)
+    for net in ("encoder", "decoder"):
+        if hasattr(model, net):
+            assert changed(model, before, net), f"generator-side step did not move the {net}"
+            assert not grads_are_none(getattr(model, net))
+    assert not changed(model, before, "discriminator"), "generator-side step moved the critic"
+    assert grads_are_none(model.discriminator), "generator-side step gave the critic a .grad"
+
+
+@pytest.mark.parametrize(("name", "options"), [p for p in ADVERSARIAL if "wgan" in p.id])
+def test_wgan_generator_side_updates_every_n_critic_steps(name, options):
+    model = make(name, options, n_critic=3)
+    generator_side = [n for n in ("encoder", "decoder") if hasattr(model, n)]
+    for step in range(2):
+        before = snapshot(model)
+        logs = model.train_step(images(seed=step))
+        assert changed(model, before, "discriminator"), f"critic not updated at step {step}"
+        for net in generator_side:
+            assert not changed(model, before, net), f"{net} updated at critic-only step {step}"
+            assert grads_are_none(getattr(model, net))
+        assert "loss_g" not in logs and "loss_dec" not in logs
+    before = snapshot(model)
+    logs = model.train_step(images(seed=2))
+    assert changed(model, before, "discriminator")
+    for net in generator_side:
+        assert changed(model, before, net), f"{net} not updated on the n_critic-th step"
+    assert "loss_g" in logs or "loss_dec" in logs
+
+
+@pytest.mark.parametrize(("name", "options"), [p for p in ADVERSARIAL if "bce" in p.id])
+def test_bce_updates_every_network_every_step(name, options):
+    model = make(name, options, n_critic=3)  # n_critic applies to WGAN-GP only
+    before = snapshot(model)
+    model.train_step(images())
+    for net in networks(model):
+        assert changed(model, before, net), f"{net} not updated by a BCE train_step"
+
+
+def test_vae_train_step_updates_encoder_and_decoder():
+    model = make("vae")
+    before = snapshot(model)
+    model.train_step(images())
+    assert changed(model, before, "encoder")
+    assert changed(model, before, "decoder")
+
+
+# --- 3. gradient routing inside the VAE-GAN autoencoder step --------------------------------------
+
+
+def autoencoder_grads(model, x, seed=5):
+    """Run one autoencoder_step from a forward pass under a fixed seed; return (enc, dec) grads."""
+    torch.manual_seed(seed)
+    out = model.forward_pass(x)
+    torch.manual_seed(seed + 1)
+    model.autoencoder_step(x, *out)
+    return grads(model.encoder), grads(model.decoder)
+
+
+def rebuild_with(model, **changes):
+    """A model with the same weights and different options."""
+    options = model.options.model_dump() | changes
+    other = make("vaegan", options, n_critic=model.n_critic, seed=99)
+    other.load_state_dict(model.state_dict())
+    return other
+
+
+@pytest.mark.parametrize("options", VAEGAN_OPTIONS, ids=VAEGAN_IDS)
+def test_encoder_gradient_ignores_gan_loss(options):
+    model = make("vaegan", options)
+    other = copy.deepcopy(model)
+    # the copy's optimizers must drive the copy's own parameters
+    assert other.optimizers["encoder"].param_groups[0]["params"][0] is next(
+        other.encoder.parameters()
+    )
+    with torch.no_grad():
+        other.discriminator.head.weight.mul_(-3.0).add_(0.05)
+    x = images()
+    # the perturbation changes D's output but not its Dis_l features
+    model.eval()
+    other.eval()
+    with torch.no_grad():
+        assert not torch.allclose(model.discriminator(x), other.discriminator(x))
+        for layer in (1, 2, 3):
+            torch.testing.assert_close(
+                model.discriminator.features(x, layer), other.discriminator.features(x, layer)
+            )
+    model.train()
+    other.train()
+
+    enc_a, dec_a = autoencoder_grads(model, x)
+    enc_b, dec_b = autoencoder_grads(other, x)
+    assert_grads_equal(enc_a, enc_b)
+    assert grads_differ(dec_a, dec_b), "the GAN loss did not reach the decoder"
+
+
+@pytest.mark.parametrize("options", VAEGAN_OPTIONS, ids=VAEGAN_IDS)
+def test_gamma_weights_only_the_decoders_llike(options):
+    model = make("vaegan", {**options, "gamma": 0.01})
+    other = rebuild_with(model, gamma=1.0)
+    x = images()
+    enc_a, dec_a = autoencoder_grads(model, x)
+    enc_b, dec_b = autoencoder_grads(other, x)
+    assert_grads_equal(enc_a, enc_b)
+    assert grads_differ(dec_a, dec_b), "gamma did not change the decoder's gradient"
+
+
+@pytest.mark.parametrize("options", VAEGAN_OPTIONS, ids=VAEGAN_IDS)
+def test_kl_weight_weights_only_the_encoders_prior(options):
+    model = make("vaegan", {**options, "kl_weight": 1.0})
+    other = rebuild_with(model, kl_weight=0.25)
+    x = images()
+    enc_a, dec_a = autoencoder_grads(model, x)
+    enc_b, dec_b = autoencoder_grads(other, x)
+    assert grads_differ(enc_a, enc_b), "kl_weight did not change the encoder's gradient"
+    assert_grads_equal(dec_a, dec_b)
+
+
+@pytest.mark.parametrize("adversarial", ["bce", "wgan-gp"])
+def test_pixel_recon_encoder_gradient_ignores_whole_discriminator(adversarial):
+    model = make("vaegan", {"recon": "pixel", "adversarial": adversarial})
+    other = copy.deepcopy(model)
+    perturb_(other.discriminator)
+    x = images()
+    enc_a, dec_a = autoencoder_grads(model, x)
+    enc_b, dec_b = autoencoder_grads(other, x)
+    assert_grads_equal(enc_a, enc_b)
+    assert grads_differ(dec_a, dec_b)
+
+
+@pytest.mark.parametrize("adversarial", ["bce", "wgan-gp"])
+def test_disfeat_encoder_gradient_follows_the_feature_metric(adversarial):
+    """Control for the tests above: with recon=disfeat, Dis_l is the encoder's metric, so changing
+    a conv block of D must change the encoder's gradient (the comparison is sensitive)."""
+    model = make("vaegan", {"recon": "disfeat", "adversarial": adversarial})
+    other = copy.deepcopy(model)
+    perturb_(other.discriminator.blocks[0])
+    x = images()
+    enc_a, _ = autoencoder_grads(model, x)
+    enc_b, _ = autoencoder_grads(other, x)
+    assert grads_differ(enc_a, enc_b)
+
+
+# --- 4. WGAN-GP penalty against hand computations -------------------------------------------------
+
+
+class LinearCritic(nn.Module):
+    """C(x) = <w, x.flatten()> + b: its input gradient is w everywhere."""
+
+    def __init__(self, w: torch.Tensor, b: float = 0.3):
+        super().__init__()
+        self.w = nn.Parameter(w.clone())
+        self.b = nn.Parameter(torch.tensor(b, dtype=w.dtype))
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w + self.b
+
+
+class QuadraticCritic(nn.Module):
+    """C(x) = 0.5 ||x||^2: its input gradient is x."""
+
+    def forward(self, x):
+        return 0.5 * x.flatten(1).pow(2).sum(1)
+
+
+@pytest.mark.parametrize("norm", [0.5, 1.0, 3.0])
+def test_gradient_penalty_linear_critic(norm):
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(IMAGE_SHAPE[1] * IMAGE_SHAPE[2], generator=gen, dtype=torch.float64)
+    w = w / w.norm() * norm
+    critic = LinearCritic(w)
+    real = torch.rand(BATCH, *IMAGE_SHAPE, generator=gen, dtype=torch.float64) * 2 - 1
+    fake = torch.rand(BATCH, *IMAGE_SHAPE, generator=gen, dtype=torch.float64) * 2 - 1
+    gp = gradient_penalty(critic, real, fake)
+    expected = (norm - 1.0) ** 2
+    assert gp.dim() == 0
+    assert gp.item() == pytest.approx(expected, abs=1e-12)
+    # create_graph: the penalty trains the critic, d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||
+    assert gp.requires_grad
+    gp.backward()
+    torch.testing.assert_close(critic.w.grad, 2 * (norm - 1.0) * w / norm)
+    assert critic.b.grad is None or critic.b.grad.abs().item() < 1e-12
+
+
+def test_gradient_penalty_quadratic_critic_matches_hand_formula():
+    gen = torch.Generator().manual_seed(1)
+    real = torch.rand(BATCH, *IMAGE_SHAPE, generator=gen, dtype=torch.float64) * 2 - 1
+    fake = torch.rand(BATCH, *IMAGE_SHAPE, generator=gen, dtype=torch.float64) * 0.1
+    torch.manual_seed(42)
+    gp = gradient_penalty(QuadraticCritic(), real, fake)
+    torch.manual_seed(42)
+    eps = torch.rand(BATCH, 1, 1, 1, dtype=torch.float64)
+    x_hat = eps * real + (1 - eps) * fake
+    expected = (x_hat.flatten(1).norm(dim=1) - 1).pow(2).mean()
+    torch.testing.assert_close(gp, expected)
+    assert gp.item() > 0
+    # the interpolation really is random: another seed gives another value
+    torch.manual_seed(43)
+    assert gradient_penalty(QuadraticCritic(), real, fake).item() != pytest.approx(gp.item())
+
+
+def test_gradient_penalty_reaches_discriminator_parameters():
+    model = make("dcgan", {"loss": "wgan-gp"})
+    real, fake = images(seed=0), images(seed=1)
+    torch.manual_seed(0)
+    gp = gradient_penalty(model.discriminator, real, fake)
+    params = list(model.discriminator.parameters())
+    grads_ = torch.autograd.grad(gp, params, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads_)
+
+
+# --- 5. the Dis_l reconstruction loss -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("adversarial", ["bce", "wgan-gp"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_disfeat_llike_is_zero_for_identical_inputs(adversarial, mode):
+    model = make("vaegan", {"recon": "disfeat", "adversarial": adversarial})
+    model.train(mode == "train")
+    x = images()
+    with torch.no_grad():
+        assert model.reconstruction_nll(x.clone(), x).item() == 0.0
+        assert model.reconstruction_nll(images(seed=1), x).item() > 0.0
+
+
+@pytest.mark.parametrize("layer", [1, 2, 3])
+def test_disfeat_llike_uses_the_configured_layer(layer):
+    model = make("vaegan", {"recon": "disfeat", "dis_layer": layer}).eval()
+    dis = model.discriminator
+    a, b = images(seed=0), images(seed=1)
+
+    def loss():
+        with torch.no_grad():
+            return model.reconstruction_nll(a, b)
+
+    with torch.no_grad():
+        expected = 0.5 * (dis.features(a, layer) - dis.features(b, layer)).pow(2)
+        expected = expected.flatten(1).sum(1).mean()
+        other_layers = {
+            other: 0.5 * (dis.features(a, other) - dis.features(b, other)).pow(2)
+            for other in (1, 2, 3)
+            if other != layer
+        }
+    base = loss()
+    torch.testing.assert_close(base, expected)
+    for other, value in other_layers.items():
+        assert not torch.allclose(base, value.flatten(1).sum(1).mean()), f"matches layer {other}"
+
+    # blocks after layer l (or the head, for l = 3) do not enter the loss ...
+    later = dis.blocks[layer] if layer < dis.num_layers else dis.head
+    perturb_(later)
+    torch.testing.assert_close(loss(), base, rtol=0, atol=0)
+    # ... block l does
+    perturb_(dis.blocks[layer - 1][0], scale=0.2)
+    assert not torch.allclose(loss(), base)
+
+
+def test_pixel_llike_is_scaled_gaussian_nll():
+    sigma = 0.4
+    model = make("vaegan", {"recon": "pixel", "pixel_sigma": sigma})
+    a, b = images(seed=0), images(seed=1)
+    expected = 0.5 * ((a - b) / sigma).pow(2).flatten(1).sum(1).mean()
+    torch.testing.assert_close(model.reconstruction_nll(a, b), expected)
+
+
+# --- 6. registry ----------------------------------------------------------------------------------
+
+
+def test_unknown_model_lists_registered_names():
+    with pytest.raises(models.ModelConfigError) as info:
+        make("vaeggan")
+    message = str(info.value)
+    assert "vaeggan" in message
+    for registered in ("vae", "dcgan", "vaegan"):
+        assert registered in message
+    assert set(models.REGISTRY) == {"vae", "dcgan", "vaegan"}
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "field"),
+    [
+        ("vaegan", {"recon": "pixels"}, "recon"),
+        ("vaegan", {"dis_layer": 4}, "dis_layer"),
+        ("vaegan", {"gamma": -1.0}, "gamma"),
+        ("vaegan", {"discriminator_layer": 2}, "discriminator_layer"),
+        ("dcgan", {"loss": "hinge"}, "loss"),
+        ("dcgan", {"recon": "pixel"}, "recon"),
+        ("vae", {"pixel_sigma": 0.0}, "pixel_sigma"),
+        ("vae", {"gamma": 1.0}, "gamma"),
+    ],
+)
+def test_bad_options_name_the_option(name, options, field):
+    with pytest.raises(models.ModelConfigError) as info:
+        make(name, options)
+    message = str(info.value)
+    assert f"'{field}'" in message
+    assert name in message
+    assert "\n" not in message
+
+
+def test_unknown_option_is_reported_as_unknown():
+    with pytest.raises(models.ModelConfigError, match="unknown option 'kl_wieght'"):
+        make("vae", {"kl_wieght": 2.0})
+
+
+def test_option_table_lists_every_option_with_default():
+    rows = models.option_table("vaegan")
+    assert all(len(row) == 3 for row in rows)
+    table = {name: default for name, _, default in rows}
+    assert table == {
+        "recon": "disfeat",
+        "adversarial": "bce",
+        "gamma": 1e-2,
+        "dis_layer": 3,
+        "kl_weight": 1.0,
+        "pixel_sigma": 0.2,
+        "gp_lambda": 10.0,
+    }
+    kinds = {name: kind for name, kind, _ in rows}
+    assert "pixel" in kinds["recon"] and "disfeat" in kinds["recon"]
+    assert "bce" in kinds["adversarial"] and "wgan-gp" in kinds["adversarial"]
+    # defaults build a valid model with exactly these options
+    assert models.validate_options("vaegan", {}).model_dump() == table
+
+
+# --- 7. checkpoints -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "options"), VARIANTS)
+def test_checkpoint_round_trip(name, options, tmp_path):
+    model = make(name, options, n_critic=3, seed=0)
+    for step in range(2):
+        torch.manual_seed(100 + step)
+        model.train_step(images(seed=step))
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": model.state_dict(), "optim": model.optimizer_state()}, path)
+
+    fresh = make(name, options, n_critic=3, seed=1)
+    assert fresh.num_steps == 0
+    state = torch.load(path, weights_only=True)
+    fresh.load_state_dict(state["model"])
+    fresh.load_optimizer_state(state["optim"])
+    assert fresh.num_steps == model.num_steps == 2
+
+    x = images(seed=2)
+    torch.manual_seed(7)
+    logs_a = model.train_step(x)
+    torch.manual_seed(7)
+    logs_b = fresh.train_step(x)
+    # with WGAN-GP and n_critic=3 the third step is the generator's: num_steps must have travelled
+    assert logs_a.keys() == logs_b.keys()
+    for key in logs_a:
+        torch.testing.assert_close(logs_a[key], logs_b[key], msg=key)
+    for (ka, pa), (kb, pb) in zip(
+        model.state_dict().items(), fresh.state_dict().items(), strict=True
+    ):
+        assert ka == kb
+        if isinstance(pa, torch.Tensor):
+            torch.testing.assert_close(pa, pb, msg=ka)
+
+
+# --- 8. losses in closed form ---------------------------------------------------------------------
+
+
+def test_kl_to_standard_normal():
+    zeros = torch.zeros(4, LATENT)
+    assert kl_to_standard_normal(zeros, zeros).item() == 0.0
+    mu = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+    logvar = torch.tensor([[0.0, math.log(4.0)], [math.log(0.25), 0.0]])
+    # per dim: 0.5 * (mu^2 + sigma^2 - 1 - log sigma^2); sum over dims, mean over the batch
+    row0 = 0.5 * (1 + 1 - 1 - 0) + 0.5 * (4 + 4 - 1 - math.log(4.0))
+    row1 = 0.5 * (0 + 0.25 - 1 - math.log(0.25)) + 0.5 * (1 + 1 - 1 - 0)
+    expected = (row0 + row1) / 2
+    assert kl_to_standard_normal(mu, logvar).item() == pytest.approx(expected, rel=1e-6)
+    assert kl_to_standard_normal(mu, logvar).item() > 0
+
+
+def test_bce_losses_are_log_probabilities():
+    logits = torch.tensor([-5.0, -1.0, 0.0, 0.5, 3.0], dtype=torch.float64)
+    d = torch.sigmoid(logits)
+    torch.testing.assert_close(neg_log_d(logits), -torch.log(d).mean())
+    torch.testing.assert_close(neg_log_one_minus_d(logits), -torch.log(1 - d).mean())
+    # stable for large logits, where the naive form overflows
+    big = torch.tensor([200.0, -200.0])
+    assert torch.isfinite(neg_log_d(big)) and torch.isfinite(neg_log_one_minus_d(big))
+    torch.testing.assert_close(neg_log_d(big), torch.tensor(100.0))
+    torch.testing.assert_close(neg_log_one_minus_d(big), F.softplus(big).mean())
+
+
+def test_gaussian_nll_sums_per_example_and_averages_over_batch():
+    a = torch.zeros(2, 1, 2, 2)
+    b = torch.ones(2, 1, 2, 2)
+    b[1] = 2.0
+    # example 0: 0.5 * 4 * 1 = 2; example 1: 0.5 * 4 * 4 = 8; mean 5
+    assert gaussian_nll(a, b).item() == pytest.approx(5.0)
