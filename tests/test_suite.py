@@ -1,4 +1,4 @@
-"""Suite parsing: defaults, grid expansion, stable cell ids, and one-line errors naming the field."""
+"""Suite parsing: defaults, grid expansion, stable cell ids, one-line errors naming the field."""
 
 from __future__ import annotations
 
