@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from functools import wraps
+from pathlib import Path
 
 import click
 
@@ -95,6 +96,7 @@ def run(suite_file, dry_run, device, tracking_uri, data_root, rerun, progress):
         rerun=rerun,
         progress=progress,
         echo=click.echo,
+        suite_text=Path(suite_file).read_text(),
     )
     if not summary.ok:
         sys.exit(EXIT_FAILED_CELLS)

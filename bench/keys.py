@@ -7,11 +7,37 @@ Metrics
     train_images_per_s    real training images consumed per second by the training loop
     cell_seconds          wall time of the whole cell (data to device excluded, artifacts included)
 
+Evaluation metrics (bench/evaluate.py), logged with step = the train step they were taken at; the
+final evaluation is logged at the last step. <space> is "domain" (the harness's own classifier
+trained on the dataset) or "inception" (standard Inception-v3 pool features); the two are never
+mixed up: a domain-FID is not an Inception FID.
+    fid_<space>               Frechet distance, generated vs real evaluation split (lower better)
+    kid_<space>               kernel inception distance, mean over subsets (lower better)
+    kid_<space>_std           its std over subsets
+    precision_<space>         improved precision (Kynkaanniemi et al. 2019, k=3; higher better)
+    recall_<space>            improved recall (higher better)
+    domain_classifier_accuracy  test accuracy of the domain classifier used for <space>=domain
+    recon_mse                 mean squared error per pixel on the [0, 1] scale, evaluation images
+                              vs decode(encode(x)) (encoder mean); only variants with an encoder
+    interp_ppl_<pairs>        perceptual-path-length style smoothness (lower smoother);
+                              <pairs> = prior (latent pairs from N(0, I)) or encoded (encoder means)
+    interp_evenness_<pairs>   mean over pairs of max step / path length (1/T even, 1 a jump)
+    modes_covered             classes receiving at least half their real share among samples
+    class_kl                  KL(real class histogram || generated class histogram)
+    eval_seconds              wall time of the evaluation
+
 Tags
-    suite, cell_id, model, label, seed, status ("finished" | "failed"), failure_reason
+    suite, cell_id, model, label, seed, status ("finished" | "failed"), failure_reason,
+    inception_skipped (why the Inception metrics are absent, when they are),
+    device (e.g. "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"), mlflow.source.git.commit (commit of
+    the harness that ran the cell, when run from a git checkout; "-dirty" appended when the
+    working tree had uncommitted changes), version.<package> for python, torch, torchvision,
+    torch-fidelity, mlflow, bench
 
 Artifacts
+    interpolation.png     interpolation strips (one row per latent pair, prior pairs first)
     cell.json             resolved configuration of the cell (the input of its id)
+    suite.yaml            the suite file as the user wrote it
     samples.png           grid of samples from the prior (fixed latent noise per seed)
     reconstructions.png   evaluation images (odd rows) above their reconstructions (even rows);
                           only for variants with an encoder
@@ -31,15 +57,58 @@ TAG_LABEL = "label"
 TAG_SEED = "seed"
 TAG_STATUS = "status"
 TAG_FAILURE = "failure_reason"
+TAG_INCEPTION_SKIPPED = "inception_skipped"
+TAG_DEVICE = "device"
+TAG_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_VERSION_PREFIX = "version."
 STATUS_FINISHED = "finished"
 STATUS_FAILED = "failed"
 
 ARTIFACT_CONFIG = "cell.json"
+ARTIFACT_SUITE = "suite.yaml"
 ARTIFACT_SAMPLES = "samples.png"
 ARTIFACT_RECONSTRUCTIONS = "reconstructions.png"
+ARTIFACT_INTERPOLATION = "interpolation.png"
 ARTIFACT_CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "model.pt"
 
 
 def train_key(loss_name: str) -> str:
     return TRAIN_PREFIX + loss_name
+
+
+FEATURE_SPACES = ("domain", "inception")
+DOMAIN_ACCURACY = "domain_classifier_accuracy"
+RECON_MSE = "recon_mse"
+MODES_COVERED = "modes_covered"
+CLASS_KL = "class_kl"
+EVAL_SECONDS = "eval_seconds"
+INTERP_PAIRS = ("prior", "encoded")
+
+
+def fid_key(space: str) -> str:
+    return f"fid_{space}"
+
+
+def kid_key(space: str) -> str:
+    return f"kid_{space}"
+
+
+def kid_std_key(space: str) -> str:
+    return f"kid_{space}_std"
+
+
+def precision_key(space: str) -> str:
+    return f"precision_{space}"
+
+
+def recall_key(space: str) -> str:
+    return f"recall_{space}"
+
+
+def interp_ppl_key(pairs: str) -> str:
+    return f"interp_ppl_{pairs}"
+
+
+def interp_evenness_key(pairs: str) -> str:
+    return f"interp_evenness_{pairs}"

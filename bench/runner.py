@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from torchvision.utils import save_image
 
 import models
 
-from . import keys, tracking
+from . import evaluate, keys, provenance, tracking
 from .data import ImageData, load_dataset, to_model_range, to_unit_range
 from .suite import Cell, Suite, SuiteError, expand
-from .train import Diverged, total_steps, train
+from .train import Diverged, steps_per_epoch, total_steps, train
 
 
 @dataclass
@@ -58,6 +59,19 @@ def load_suite_data(suite: Suite, cli_root: str | None = None) -> ImageData:
     return data
 
 
+@dataclass
+class SuiteContext:
+    """What every cell of one suite run shares."""
+
+    client: object
+    experiment: str
+    evaluator: evaluate.Evaluator
+    train_images: torch.Tensor  # model range, on the device
+    tags: dict[str, str]  # provenance, on every run
+    suite_text: str
+    progress: bool
+
+
 def run_suite(
     suite: Suite,
     tracking_uri: str | None = None,
@@ -66,6 +80,7 @@ def run_suite(
     rerun: bool = False,
     progress: bool = True,
     echo=print,
+    suite_text: str | None = None,
 ) -> Summary:
     cells = expand(suite)
     target = select_device(device)
@@ -77,7 +92,21 @@ def run_suite(
         f"({len(data.train.images)} train / {len(data.eval.images)} eval images), "
         f"tracking {client.tracking_uri}"
     )
-    train_images = to_model_range(data.train.images, target)
+    evaluator = evaluate.prepare(data, suite.dataset, suite.evaluation, target, data_root, log=echo)
+    echo(
+        f"evaluation: {suite.evaluation.num_samples} samples vs {len(data.eval.images)} "
+        f"{suite.dataset.eval_split} images; feature spaces: {', '.join(evaluator.spaces)} "
+        f"(domain classifier test accuracy {evaluator.classifier_accuracy:.4f})"
+    )
+    context = SuiteContext(
+        client=client,
+        experiment=experiment,
+        evaluator=evaluator,
+        train_images=to_model_range(data.train.images, target),
+        tags=provenance.tags(target),
+        suite_text=suite_text or yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False),
+        progress=progress,
+    )
     summary = Summary()
     for index, cell in enumerate(cells, 1):
         prefix = f"[{index}/{len(cells)}] {cell.name}"
@@ -85,7 +114,7 @@ def run_suite(
             echo(f"{prefix}: skipped, finished run exists for cell {cell.id} (--rerun to redo)")
             summary.skipped.append(cell.name)
             continue
-        reason = run_cell(cell, data, train_images, target, client, experiment, progress, prefix)
+        reason = run_cell(cell, context, prefix)
         if reason is None:
             summary.finished.append(cell.name)
             echo(f"{prefix}: finished")
@@ -101,30 +130,41 @@ def run_suite(
     return summary
 
 
-def run_cell(
-    cell: Cell,
-    data: ImageData,
-    train_images: torch.Tensor,
-    device: torch.device,
-    client,
-    experiment: str,
-    progress: bool,
-    description: str,
-) -> str | None:
-    """Train one cell into its own MLflow run; returns None on success or the failure reason."""
+def run_cell(cell: Cell, context: SuiteContext, description: str) -> str | None:
+    """Train and evaluate one cell into its own MLflow run; None on success, else the reason."""
     started = time.perf_counter()
-    run_id = tracking.start_cell_run(client, experiment, cell)
+    client, evaluator, train_images = context.client, context.evaluator, context.train_images
+    tags = dict(context.tags)
+    if evaluator.inception_skip_reason:
+        tags[keys.TAG_INCEPTION_SKIPPED] = evaluator.inception_skip_reason
+    run_id = tracking.start_cell_run(client, context.experiment, cell, tags)
     try:
         torch.manual_seed(cell.seed)
         budget = cell.budget
         model = models.build(
-            cell.variant.model, cell.variant.options, data.image_shape, budget.hparams(), device
+            cell.variant.model,
+            cell.variant.options,
+            evaluator.data.image_shape,
+            budget.hparams(),
+            evaluator.device,
         )
         num_steps = total_steps(len(train_images), budget.batch_size, budget.epochs, budget.steps)
 
         def log_losses(step: int, means: dict[str, float]) -> None:
             values = {keys.train_key(name): value for name, value in means.items()}
             tracking.log_metrics(client, run_id, values, step)
+
+        periodic = None
+        if cell.evaluation.every_epochs:
+
+            def evaluate_during_training(step: int) -> None:
+                metrics, _ = evaluate.evaluate(model, evaluator, cell.seed, cheap=True)
+                tracking.log_metrics(client, run_id, metrics, step)
+
+            every = cell.evaluation.every_epochs * steps_per_epoch(
+                len(train_images), budget.batch_size
+            )
+            periodic = (every, evaluate_during_training)
 
         result = train(
             model,
@@ -134,19 +174,19 @@ def run_cell(
             cell.seed,
             budget.log_every,
             log_losses,
-            progress=progress,
+            progress=context.progress,
             description=description,
+            periodic=periodic,
         )
-        log_artifacts(client, run_id, cell, model, data)
-        tracking.log_metrics(
-            client,
-            run_id,
-            {
-                keys.TRAIN_SECONDS: result.seconds,
-                keys.TRAIN_IMAGES_PER_S: result.images_per_second,
-                keys.CELL_SECONDS: time.perf_counter() - started,
-            },
-        )
+        metrics, images = evaluate.evaluate(model, evaluator, cell.seed)
+        tracking.log_metrics(client, run_id, metrics, num_steps)
+        log_artifacts(client, run_id, cell, model, evaluator.data, images, context.suite_text)
+        timings = {
+            keys.TRAIN_SECONDS: result.seconds,
+            keys.TRAIN_IMAGES_PER_S: result.images_per_second,
+            keys.CELL_SECONDS: time.perf_counter() - started,
+        }
+        tracking.log_metrics(client, run_id, timings, num_steps)
         tracking.finish(client, run_id)
         return None
     except KeyboardInterrupt:
@@ -161,11 +201,15 @@ def run_cell(
         return reason
 
 
-def log_artifacts(client, run_id: str, cell: Cell, model, data: ImageData) -> None:
+def log_artifacts(
+    client, run_id: str, cell: Cell, model, data: ImageData, images: dict, suite_text: str
+) -> None:
+    strips = images.get("interpolation")
     grid = cell.evaluation.grid_size
     generator = torch.Generator(device=model.device).manual_seed(cell.seed)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        (folder / keys.ARTIFACT_SUITE).write_text(suite_text)
         (folder / keys.ARTIFACT_CONFIG).write_text(
             json.dumps({"cell_id": cell.id, "suite": cell.suite, **cell.config()}, indent=2)
         )
@@ -176,6 +220,12 @@ def log_artifacts(client, run_id: str, cell: Cell, model, data: ImageData) -> No
                 reconstruction_grid(model, data, grid // 2),
                 folder / keys.ARTIFACT_RECONSTRUCTIONS,
                 nrow=_grid_columns(grid),
+            )
+        if strips is not None and len(strips):
+            save_image(
+                to_unit_range(strips.flatten(0, 1)).cpu(),
+                folder / keys.ARTIFACT_INTERPOLATION,
+                nrow=strips.shape[1],
             )
         checkpoint_dir = folder / keys.ARTIFACT_CHECKPOINT_DIR
         checkpoint_dir.mkdir()

@@ -91,6 +91,9 @@ class EvaluationConfig(Strict):
     inception_weights: str | None = Field(None, description="path to Inception weights for FID")
     every_epochs: int | None = Field(None, gt=0, description="cheap metrics every K epochs")
     grid_size: int = Field(64, gt=0, description="images in the logged sample grid")
+    interp_pairs: int = Field(16, gt=0, description="latent pairs per interpolation metric")
+    interp_steps: int = Field(16, gt=0, description="T: steps per interpolation path")
+    interp_strips: int = Field(6, ge=0, description="paths per kind drawn in interpolation.png")
 
 
 class VariantConfig(Strict):

@@ -71,8 +71,11 @@ def finished_run(client: MlflowClient, experiment: str, cell_id: str):
     return runs[0] if runs else None
 
 
-def start_cell_run(client: MlflowClient, experiment: str, cell: Cell) -> str:
+def start_cell_run(
+    client: MlflowClient, experiment: str, cell: Cell, extra_tags: dict[str, str] | None = None
+) -> str:
     tags = {
+        **(extra_tags or {}),
         keys.TAG_SUITE: cell.suite,
         keys.TAG_CELL_ID: cell.id,
         keys.TAG_MODEL: cell.variant.model,
@@ -91,6 +94,10 @@ def log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], ste
     metrics = [Metric(k, float(v), timestamp, step) for k, v in values.items()]
     for i in range(0, len(metrics), MAX_BATCH):
         client.log_batch(run_id, metrics=metrics[i : i + MAX_BATCH])
+
+
+def set_tag(client: MlflowClient, run_id: str, key: str, value: str) -> None:
+    client.set_tag(run_id, key, value[:4000])
 
 
 def finish(client: MlflowClient, run_id: str) -> None:

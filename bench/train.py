@@ -94,11 +94,14 @@ def train(
     log_losses: Callable[[int, dict[str, float]], None],
     progress: bool = True,
     description: str = "",
+    periodic: tuple[int, Callable[[int], None]] | None = None,
 ) -> TrainResult:
     """Run `num_steps` train steps of `model` on `images` (float, model range, on the device).
 
     Every `log_every` steps (and at the end) the mean of each loss over the window is passed to
-    `log_losses(step, means)`; a non-finite mean raises Diverged.
+    `log_losses(step, means)`; a non-finite mean raises Diverged. `periodic = (every, fn)` calls
+    fn(step) every `every` steps before the last (evaluation over training; its time is excluded
+    from the training time).
     """
     generator = torch.Generator(device=images.device).manual_seed(seed)
     batches = shuffled_batches(images, batch_size, generator)
@@ -118,6 +121,10 @@ def train(
             log_losses(step, means)
             bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()}, refresh=False)
         bar.update(1)
+        if periodic is not None and step % periodic[0] == 0 and step < num_steps:
+            paused = time.perf_counter()
+            periodic[1](step)
+            start += time.perf_counter() - paused
     if images.device.type == "cuda":
         torch.cuda.synchronize(images.device)
     seconds = time.perf_counter() - start

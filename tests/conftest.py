@@ -56,3 +56,19 @@ def write_suite(tmp_path: Path):
 @pytest.fixture
 def tracking_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory):
+    """Keep the domain classifier and torch-fidelity caches out of the user's ~/.cache; shared by
+    the whole session so the synthetic classifier is trained once."""
+    import os
+
+    cache = tmp_path_factory.mktemp("bench-cache")
+    previous = os.environ.get("BENCH_CACHE_DIR")
+    os.environ["BENCH_CACHE_DIR"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("BENCH_CACHE_DIR", None)
+    else:
+        os.environ["BENCH_CACHE_DIR"] = previous

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -14,20 +16,25 @@ import models
 from bench import keys
 from bench.cli import main
 from bench.suite import expand, load_suite
+from tests.conftest import TINY_SUITE
 
 
-@pytest.fixture
-def ran_suite(write_suite, tracking_uri):
-    path = write_suite()
+@pytest.fixture(scope="module")
+def ran_suite(tmp_path_factory):
+    """The tiny suite run once for the module: (suite path, CLI result, tracking URI)."""
+    folder = tmp_path_factory.mktemp("ran")
+    path = folder / "suite.yaml"
+    path.write_text(TINY_SUITE)
+    tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
     result = CliRunner().invoke(
         main, ["run", str(path), "--tracking-uri", tracking_uri, "--device", "cpu", "--no-progress"]
     )
     assert result.exit_code == 0, result.output
-    return path, result
+    return path, result, tracking_uri
 
 
-def test_one_finished_run_per_cell_with_params_losses_and_artifacts(ran_suite, tracking_uri):
-    path, _ = ran_suite
+def test_one_finished_run_per_cell_with_params_losses_and_artifacts(ran_suite):
+    path, _, tracking_uri = ran_suite
     cells = expand(load_suite(path))
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("tiny")
@@ -61,16 +68,42 @@ def test_one_finished_run_per_cell_with_params_losses_and_artifacts(ran_suite, t
         assert [m.step for m in history] == [2, 4]  # log_every 2, 4 steps
 
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {
+        expected = {
             keys.ARTIFACT_CONFIG,
+            keys.ARTIFACT_SUITE,
             keys.ARTIFACT_SAMPLES,
+            keys.ARTIFACT_INTERPOLATION,
             keys.ARTIFACT_CHECKPOINT_DIR,
-        } <= artifacts
-        assert (keys.ARTIFACT_RECONSTRUCTIONS in artifacts) == (cell.variant.model != "dcgan")
+        }
+        assert expected <= artifacts
+        has_encoder = models.model_class(cell.variant.model).has_encoder
+        assert (keys.ARTIFACT_RECONSTRUCTIONS in artifacts) == has_encoder
+
+        # evaluation: domain-space sample quality for all, encoder metrics only with an encoder
+        for key in (
+            keys.fid_key("domain"),
+            keys.kid_key("domain"),
+            keys.precision_key("domain"),
+            keys.recall_key("domain"),
+            keys.DOMAIN_ACCURACY,
+            keys.MODES_COVERED,
+            keys.CLASS_KL,
+            keys.interp_ppl_key("prior"),
+            keys.interp_evenness_key("prior"),
+        ):
+            assert math.isfinite(metrics[key]), (cell.name, key)
+        for key in (keys.RECON_MSE, keys.interp_ppl_key("encoded")):
+            assert (key in metrics) == has_encoder, (cell.name, key)
+        assert 0 <= metrics[keys.MODES_COVERED] <= 10
+        # the tiny suite names no Inception weights: the metrics are absent, the reason is a tag
+        assert keys.fid_key("inception") not in metrics
+        assert "Inception FID skipped" in tags[keys.TAG_INCEPTION_SKIPPED]
+        assert tags[keys.TAG_DEVICE].startswith("cpu")
+        assert tags[keys.TAG_VERSION_PREFIX + "torch"] == metadata.version("torch")
 
 
-def test_checkpoint_and_config_load_back(ran_suite, tracking_uri, tmp_path):
-    path, _ = ran_suite
+def test_checkpoint_and_config_load_back(ran_suite, tmp_path):
+    path, _, tracking_uri = ran_suite
     cell = expand(load_suite(path))[-1]  # vaegan-disfeat-wgan-gp
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("tiny")
@@ -94,8 +127,8 @@ def test_checkpoint_and_config_load_back(ran_suite, tracking_uri, tmp_path):
     assert torch.isfinite(model.sample(4)).all()
 
 
-def test_rerun_skips_finished_cells(ran_suite, tracking_uri):
-    path, _ = ran_suite
+def test_rerun_skips_finished_cells(ran_suite):
+    path, _, tracking_uri = ran_suite
     result = CliRunner().invoke(
         main, ["run", str(path), "--tracking-uri", tracking_uri, "--no-progress"]
     )
@@ -107,8 +140,6 @@ def test_rerun_skips_finished_cells(ran_suite, tracking_uri):
 
 
 def test_runs_are_deterministic_on_cpu(write_suite, tmp_path):
-    from tests.conftest import TINY_SUITE
-
     one_variant = TINY_SUITE[: TINY_SUITE.index("  - label: dcgan")]
     path = write_suite(one_variant.replace("model: vae", "model: vaegan"))
     losses = []
@@ -144,8 +175,6 @@ def test_user_errors_exit_2_with_one_line(write_suite, tmp_path):
 
 
 def test_missing_dataset_is_one_clear_line(write_suite, tmp_path):
-    from tests.conftest import TINY_SUITE
-
     empty = tmp_path / "empty"
     empty.mkdir()
     text = TINY_SUITE.replace("  name: synthetic\n", f"  name: mnist\n  root: {empty}\n")

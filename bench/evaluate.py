@@ -1,0 +1,232 @@
+"""Evaluation of a trained model: the same code, data and settings for every cell of a suite.
+
+`prepare` builds what a suite's cells share (the evaluation split on the device, the domain
+classifier, the Inception weights if any); `evaluate` measures one model and returns its metrics
+under the keys of bench/keys.py, plus the images to log. Metrics that do not apply (no encoder,
+no Inception weights) are absent, never zero or NaN.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import domain, fidelity, keys
+from .data import ImageData, load_dataset, to_model_range, to_unit_range
+from .interpolation import interpolation_metrics
+from .suite import DatasetConfig, EvaluationConfig
+
+# Offsets keep the evaluation's random streams apart from training's (which uses the seed as is).
+SAMPLES_SEED_OFFSET = 1_000_003
+INTERP_SEED_OFFSET = 2_000_003
+
+
+@dataclass
+class Evaluator:
+    data: ImageData
+    config: EvaluationConfig
+    device: torch.device
+    eval_images: torch.Tensor  # model range, on the device
+    classifier: torch.nn.Module
+    classifier_path: Path
+    classifier_accuracy: float
+    inception_weights: Path | None
+    inception_skip_reason: str | None
+    cache_dir: Path
+
+    @property
+    def spaces(self) -> list[str]:
+        spaces = [s for s in self.config.feature_extractors if s == "domain"]
+        if "inception" in self.config.feature_extractors and self.inception_weights is not None:
+            spaces.append("inception")
+        return spaces
+
+    def real_cache_name(self, space: str) -> str:
+        """Identifies the real statistics: dataset, split, exact images, extractor."""
+        images = self.data.eval.images
+        digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:12]
+        extractor = self.classifier_path.stem if space == "domain" else "inception-v3-compat"
+        return f"{self.data.name}-{len(images)}-{digest}-{extractor}"
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Domain-classifier features of model-range images, in batches."""
+        batch = self.config.batch_size
+        return torch.cat(
+            [
+                self.classifier.features(to_unit_range(images[i : i + batch].to(self.device)))
+                for i in range(0, len(images), batch)
+            ]
+        )
+
+    @torch.no_grad()
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        batch = self.config.batch_size
+        return torch.cat(
+            [
+                self.classifier(to_unit_range(images[i : i + batch].to(self.device))).argmax(1)
+                for i in range(0, len(images), batch)
+            ]
+        )
+
+
+def prepare(
+    data: ImageData,
+    dataset: DatasetConfig,
+    config: EvaluationConfig,
+    device: torch.device,
+    cli_root: str | None = None,
+    cache_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> Evaluator:
+    """Train or load the domain classifier and locate the Inception weights, once per suite.
+
+    The classifier is trained on the dataset's full labelled train split (ignoring the suite's
+    train_limit) so that it is the same for every suite on that dataset."""
+    cache_dir = cache_dir or domain.default_cache_dir()
+    full = data
+    if dataset.train_limit is not None or dataset.eval_limit is not None:
+        full = load_dataset(dataset.name, dataset.root, cli_root, "train", "test")
+    classifier, accuracy = domain.load_or_train(
+        full.name,
+        full.fingerprint,
+        full.train,
+        full.eval,
+        full.image_shape,
+        full.num_classes,
+        device,
+        cache_dir=cache_dir,
+        log=log,
+    )
+    classifier_path = domain.cache_path(full.name, full.fingerprint, cache_dir)
+    inception_weights, skip_reason = None, None
+    if "inception" in config.feature_extractors:
+        inception_weights = fidelity.inception_weights_path(config.inception_weights)
+        if inception_weights is None:
+            skip_reason = fidelity.inception_skip_reason()
+            log(skip_reason)
+    return Evaluator(
+        data=data,
+        config=config,
+        device=device,
+        eval_images=to_model_range(data.eval.images, device),
+        classifier=classifier,
+        classifier_path=classifier_path,
+        classifier_accuracy=accuracy,
+        inception_weights=inception_weights,
+        inception_skip_reason=skip_reason,
+        cache_dir=cache_dir,
+    )
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Model range [-1, 1] -> uint8 [0, 255] on the CPU, as image files would store them."""
+    return to_unit_range(images).mul(255).round().to(torch.uint8).cpu()
+
+
+@torch.no_grad()
+def generate(model, n: int, batch_size: int, seed: int) -> torch.Tensor:
+    """n samples from the prior (model range, on the model's device), reproducible per seed."""
+    generator = torch.Generator(device=model.device).manual_seed(seed + SAMPLES_SEED_OFFSET)
+    return torch.cat(
+        [model.sample(min(batch_size, n - i), generator=generator) for i in range(0, n, batch_size)]
+    )
+
+
+@torch.no_grad()
+def recon_mse(model, images: torch.Tensor, batch_size: int) -> float:
+    """Mean squared error per pixel on the [0, 1] scale between images (model range) and their
+    reconstructions decode(encode(x)) from the encoder mean, over all of `images`."""
+    total, count = 0.0, 0
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size]
+        x_hat = model.decode(model.encode(x))
+        total += (to_unit_range(x_hat) - to_unit_range(x)).double().pow(2).sum().item()
+        count += x.numel()
+    return total / count
+
+
+def mode_coverage(
+    generated_labels: torch.Tensor, real_labels: torch.Tensor, num_classes: int
+) -> tuple[int, float]:
+    """(modes_covered, class_kl) from the predicted classes of generated samples.
+
+    modes_covered: classes whose share among the samples is at least half their share in the real
+    data. class_kl: KL(p_real || p_gen) in nats, with p_gen smoothed by half a count per class
+    (Jeffreys prior) so that a missing class gives a large but finite value."""
+    p_real = torch.bincount(real_labels.cpu(), minlength=num_classes).double()
+    p_real /= p_real.sum()
+    counts = torch.bincount(generated_labels.cpu(), minlength=num_classes).double()
+    p_gen_raw = counts / counts.sum()
+    covered = int(((p_gen_raw >= 0.5 * p_real) & (p_real > 0)).sum())
+    p_gen = (counts + 0.5) / (counts.sum() + 0.5 * num_classes)
+    present = p_real > 0
+    kl = (p_real[present] * (p_real[present] / p_gen[present]).log()).sum().item()
+    return covered, kl
+
+
+def evaluate(model, evaluator: Evaluator, seed: int, cheap: bool = False):
+    """Metrics of one model -> ({key: value}, {"interpolation": frames or None}).
+
+    cheap=True (evaluation over training) computes domain FID/KID, reconstruction MSE and mode
+    coverage only: no precision/recall, no Inception, no interpolation."""
+    started = time.perf_counter()
+    config = evaluator.config
+    metrics: dict[str, float] = {keys.DOMAIN_ACCURACY: evaluator.classifier_accuracy}
+    fake = generate(model, config.num_samples, config.batch_size, seed)
+    fake_uint8 = to_uint8(fake)
+    real_uint8 = evaluator.data.eval.images
+    for space in evaluator.spaces if not cheap else ["domain"]:
+        metrics |= fidelity.fidelity_metrics(
+            fake_uint8,
+            real_uint8,
+            space,
+            evaluator.real_cache_name(space),
+            batch_size=config.batch_size,
+            device=evaluator.device,
+            domain_weights=evaluator.classifier_path,
+            inception_weights=evaluator.inception_weights,
+            kid_subset_size=min(1000, config.num_samples, len(real_uint8)),
+            cache_dir=evaluator.cache_dir,
+            prc=not cheap,
+        )
+    if model.has_encoder:
+        metrics[keys.RECON_MSE] = recon_mse(model, evaluator.eval_images, config.batch_size)
+    covered, kl = mode_coverage(
+        evaluator.classify(fake), evaluator.data.eval.labels, evaluator.data.num_classes
+    )
+    metrics[keys.MODES_COVERED] = covered
+    metrics[keys.CLASS_KL] = kl
+
+    strips = None
+    if not cheap:
+        strips = []
+        for pairs, (z_a, z_b, method) in latent_pairs(model, evaluator, seed).items():
+            ppl, evenness, frames = interpolation_metrics(
+                model.decode, evaluator.embed, z_a, z_b, config.interp_steps, method
+            )
+            metrics[keys.interp_ppl_key(pairs)] = ppl
+            metrics[keys.interp_evenness_key(pairs)] = evenness
+            strips.append(frames[: config.interp_strips])
+        strips = torch.cat(strips)
+    metrics[keys.EVAL_SECONDS] = time.perf_counter() - started
+    return metrics, {"interpolation": strips}
+
+
+def latent_pairs(model, evaluator: Evaluator, seed: int) -> dict[str, tuple]:
+    """Latent pairs to interpolate: from the prior for every model, and encoder means of random
+    evaluation images for models with an encoder."""
+    n = evaluator.config.interp_pairs
+    generator = torch.Generator(device=model.device).manual_seed(seed + INTERP_SEED_OFFSET)
+    pairs = {"prior": (model.prior(n, generator), model.prior(n, generator), "slerp")}
+    if model.has_encoder:
+        cpu_generator = torch.Generator().manual_seed(seed + INTERP_SEED_OFFSET)
+        index = torch.randperm(len(evaluator.eval_images), generator=cpu_generator)[: 2 * n]
+        z = model.encode(evaluator.eval_images[index.to(evaluator.eval_images.device)])
+        pairs["encoded"] = (z[: len(z) // 2], z[len(z) // 2 : 2 * (len(z) // 2)], "lerp")
+    return pairs

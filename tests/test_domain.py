@@ -1,0 +1,182 @@
+"""The domain classifier: architecture, training on the synthetic set, the disk cache, and its
+torch-fidelity feature extractor. The real-data check (Fashion-MNIST) is marked slow."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from torch_fidelity.utils import create_feature_extractor
+
+from bench import domain, fidelity, keys
+from bench.data import load_dataset
+
+FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_dataset("synthetic", train_limit=1024, eval_limit=512)
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic, tmp_path_factory):
+    """One classifier trained on the synthetic set into a fresh cache folder, with its log."""
+    cache_dir = tmp_path_factory.mktemp("cache")
+    lines: list[str] = []
+    classifier, accuracy = domain.load_or_train(
+        synthetic.name,
+        synthetic.fingerprint,
+        synthetic.train,
+        synthetic.eval,
+        synthetic.image_shape,
+        synthetic.num_classes,
+        "cpu",
+        cache_dir=cache_dir,
+        epochs=2,
+        batch_size=32,
+        log=lines.append,
+    )
+    return classifier, accuracy, cache_dir, lines
+
+
+@pytest.mark.parametrize("image_shape", [(1, 28, 28), (3, 32, 32)])
+def test_classifier_gives_penultimate_features_and_logits(image_shape):
+    classifier = domain.DomainClassifier(image_shape, num_classes=7).eval()
+    x = torch.rand(5, *image_shape)
+    assert classifier.features(x).shape == (5, domain.FEATURE_DIM)
+    assert classifier(x).shape == (5, 7)
+
+
+def test_classifier_learns_the_synthetic_set(trained):
+    classifier, accuracy, _, lines = trained
+    assert accuracy > 0.9  # chance is 0.1
+    assert not classifier.training
+    assert len(lines) == 1 and f"test accuracy {accuracy:.4f}" in lines[0]
+
+
+def test_second_call_loads_the_cache_instead_of_training(synthetic, trained, monkeypatch):
+    classifier, accuracy, cache_dir, _ = trained
+    path = domain.cache_path(synthetic.name, synthetic.fingerprint, cache_dir)
+    assert path.name == f"domain-synthetic-{synthetic.fingerprint}-v1.pt"
+    assert sorted(p.name for p in cache_dir.iterdir()) == [path.name]  # no temp file left over
+    written = path.stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again although the classifier is cached")
+
+    monkeypatch.setattr(domain, "train_classifier", no_training)
+    lines: list[str] = []
+    loaded, loaded_accuracy = domain.load_or_train(
+        synthetic.name,
+        synthetic.fingerprint,
+        synthetic.train,
+        synthetic.eval,
+        synthetic.image_shape,
+        synthetic.num_classes,
+        "cpu",
+        cache_dir=cache_dir,
+        log=lines.append,
+    )
+    assert loaded_accuracy == accuracy
+    assert path.stat().st_mtime_ns == written
+    assert not loaded.training
+    expected = classifier.state_dict()
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+    assert len(lines) == 1 and "cached" in lines[0]
+
+    saved = torch.load(path, weights_only=True)
+    assert saved["image_shape"] == list(synthetic.image_shape)
+    assert saved["num_classes"] == synthetic.num_classes
+    assert saved["accuracy"] == accuracy
+
+
+def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(domain.ENV_CACHE_DIR, str(tmp_path))
+    assert domain.default_cache_dir() == tmp_path
+    assert domain.cache_path("mnist", "abc") == tmp_path / "domain-mnist-abc-v1.pt"
+
+
+def test_training_leaves_the_callers_random_stream_alone(synthetic):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    domain.train_classifier(synthetic.eval, synthetic.image_shape, 10, "cpu", 1, 64, seed=5)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_registration_is_idempotent():
+    domain.register_domain_extractor()
+    domain.register_domain_extractor()
+    assert FEATURE_EXTRACTORS_REGISTRY[domain.EXTRACTOR_NAME] is domain.DomainFeatureExtractor
+
+
+def test_extractor_built_by_torch_fidelity_matches_the_classifier(synthetic, trained):
+    classifier, _, cache_dir, _ = trained
+    path = domain.cache_path(synthetic.name, synthetic.fingerprint, cache_dir)
+    extractor = create_feature_extractor(
+        domain.EXTRACTOR_NAME,
+        ["features", "logits"],
+        cuda=False,
+        feature_extractor_weights_path=str(path),
+        verbose=False,
+    )
+    images = synthetic.eval.images[:10]
+    with torch.no_grad():
+        features, logits = extractor(images)
+        x = images.float() / 255
+        torch.testing.assert_close(features, classifier.features(x))
+        torch.testing.assert_close(logits, classifier(x))
+    assert features.dtype == torch.float32 and features.shape == (10, domain.FEATURE_DIM)
+
+    with pytest.raises(ValueError, match="uint8"):
+        extractor(images.float())
+    with pytest.raises(ValueError, match="trained on"):
+        extractor(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION_ROOT.is_dir(), reason=f"Fashion-MNIST not in {FASHION_ROOT}")
+def test_fashion_mnist_classifier_and_domain_fid(tmp_path):
+    """Full Fashion-MNIST train split with the default recipe: >= 90% test accuracy, and in its
+    feature space real train images are far closer to the test split than uniform noise is."""
+    data = load_dataset("fashion-mnist", root=FASHION_ROOT)
+    started = time.perf_counter()
+    _, accuracy = domain.load_or_train(
+        data.name,
+        data.fingerprint,
+        data.train,
+        data.eval,
+        data.image_shape,
+        data.num_classes,
+        "cpu",
+        cache_dir=tmp_path,
+    )
+    print(f"classifier: {time.perf_counter() - started:.1f} s, accuracy {accuracy:.4f}")
+    assert accuracy >= 0.90
+
+    n = 5000
+    pick = torch.randperm(len(data.train.images), generator=torch.Generator().manual_seed(0))[:n]
+    real = data.eval.images[:n]
+    noise = torch.randint(
+        0, 256, real.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    weights = domain.cache_path(data.name, data.fingerprint, tmp_path)
+    started = time.perf_counter()
+    fid = {
+        which: fidelity.fidelity_metrics(
+            images,
+            real,
+            "domain",
+            f"fashion-mnist-test-{n}",
+            domain_weights=weights,
+            cache_dir=tmp_path,
+        )[keys.fid_key("domain")]
+        for which, images in (("train", data.train.images[pick]), ("noise", noise))
+    }
+    print(f"domain FID: {fid}, {time.perf_counter() - started:.1f} s")
+    assert fid["train"] * 20 < fid["noise"]

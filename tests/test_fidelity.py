@@ -1,0 +1,256 @@
+"""fidelity_metrics: the same numbers as torch-fidelity itself, the real side cached once, the
+Inception path, and where the Inception weights are looked for. All offline, synthetic data."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch_fidelity
+import torch_fidelity.feature_extractor_inceptionv3 as inception_module
+from torch.utils.data import Dataset
+
+from bench import domain, fidelity, keys
+from bench.data import load_dataset
+
+SPACE_KEYS = [keys.fid_key, keys.kid_key, keys.kid_std_key, keys.precision_key, keys.recall_key]
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_dataset("synthetic", train_limit=1024, eval_limit=512)
+
+
+@pytest.fixture(scope="module")
+def classifier_file(synthetic, tmp_path_factory):
+    cache_dir = tmp_path_factory.mktemp("classifier")
+    domain.load_or_train(
+        synthetic.name,
+        synthetic.fingerprint,
+        synthetic.train,
+        synthetic.eval,
+        synthetic.image_shape,
+        synthetic.num_classes,
+        "cpu",
+        cache_dir=cache_dir,
+        epochs=2,
+        batch_size=32,
+        log=lambda line: None,
+    )
+    return domain.cache_path(synthetic.name, synthetic.fingerprint, cache_dir)
+
+
+@pytest.fixture
+def fake_and_real(synthetic):
+    """Two samples of the same distribution: train images as the "generated" side."""
+    return synthetic.train.images[:200], synthetic.eval.images[:200]
+
+
+class PlainImages(Dataset):
+    """A Dataset written independently of bench.fidelity's, for the parity check."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index]
+
+
+def domain_metrics(fake, real, weights, cache_dir, cache_name="synthetic-test-200", **kwargs):
+    return fidelity.fidelity_metrics(
+        fake,
+        real,
+        "domain",
+        cache_name,
+        batch_size=64,
+        domain_weights=weights,
+        kid_subset_size=100,
+        cache_dir=cache_dir,
+        **kwargs,
+    )
+
+
+# torch-fidelity's default DataLoader starts 4 workers, more than this 2-core machine suggests
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_same_numbers_as_torch_fidelity_itself(fake_and_real, classifier_file, tmp_path):
+    fake, real = fake_and_real
+    reference = torch_fidelity.calculate_metrics(
+        input1=PlainImages(fake),
+        input2=PlainImages(real),
+        fid=True,
+        kid=True,
+        prc=True,
+        feature_extractor=domain.EXTRACTOR_NAME,
+        feature_extractor_weights_path=str(classifier_file),
+        kid_subset_size=100,
+        batch_size=64,
+        cuda=False,
+        cache=False,
+        verbose=False,
+    )
+    expected = {
+        keys.fid_key("domain"): reference[torch_fidelity.KEY_METRIC_FID],
+        keys.kid_key("domain"): reference[torch_fidelity.KEY_METRIC_KID_MEAN],
+        keys.kid_std_key("domain"): reference[torch_fidelity.KEY_METRIC_KID_STD],
+        keys.precision_key("domain"): reference[torch_fidelity.KEY_METRIC_PRECISION],
+        keys.recall_key("domain"): reference[torch_fidelity.KEY_METRIC_RECALL],
+    }
+    # first call extracts the real features, the second reads them from the cache
+    for _ in range(2):
+        ours = domain_metrics(fake, real, classifier_file, tmp_path)
+        assert ours.keys() == expected.keys()
+        for key, value in expected.items():
+            torch.testing.assert_close(ours[key], float(value), rtol=1e-9, atol=1e-12, msg=key)
+
+
+def test_fid_is_zero_against_itself_and_grows_with_a_shift(
+    fake_and_real, classifier_file, tmp_path
+):
+    fake, real = fake_and_real
+    itself = domain_metrics(real, real, classifier_file, tmp_path)
+    same_distribution = domain_metrics(fake, real, classifier_file, tmp_path)
+    shifted = domain_metrics(torch.roll(real, 7, dims=3), real, classifier_file, tmp_path)
+    fid = keys.fid_key("domain")
+    assert abs(itself[fid]) < 1e-6
+    assert itself[keys.precision_key("domain")] == itself[keys.recall_key("domain")] == 1.0
+    assert shifted[fid] > 5 * same_distribution[fid] > 0
+    assert shifted[keys.kid_key("domain")] > same_distribution[keys.kid_key("domain")]
+
+
+def test_real_side_is_extracted_once_then_read_from_the_cache(
+    synthetic, fake_and_real, classifier_file, tmp_path, monkeypatch, capfd
+):
+    fake, real = fake_and_real
+    batches = []
+    forward = domain.DomainFeatureExtractor.forward
+
+    def counting_forward(self, x):
+        batches.append(len(x))
+        return forward(self, x)
+
+    monkeypatch.setattr(domain.DomainFeatureExtractor, "forward", counting_forward)
+    cache = tmp_path / fidelity.FIDELITY_CACHE_FOLDER
+
+    domain_metrics(fake, real, classifier_file, tmp_path)
+    assert sum(batches) == len(fake) + len(real)
+    files = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert len(files) == 2  # real features and real FID statistics
+    assert all(p.name.startswith("synthetic-test-200-") for p in files)
+
+    batches.clear()
+    other_fake = synthetic.train.images[200:300]
+    domain_metrics(other_fake, real, classifier_file, tmp_path)
+    assert sum(batches) == len(other_fake)  # the generated side only
+    assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == files
+    assert capfd.readouterr() == ("", "")  # torch-fidelity kept quiet
+
+    # a classifier with other weights must not meet the cached features of the first one
+    retrained = tmp_path / "retrained" / classifier_file.name
+    retrained.parent.mkdir()
+    classifier = domain.train_classifier(
+        synthetic.train, synthetic.image_shape, synthetic.num_classes, "cpu", 1, 64, seed=1
+    )
+    domain.save_classifier(classifier, 0.0, {}, retrained)
+    batches.clear()
+    domain_metrics(fake, real, retrained, tmp_path)
+    assert sum(batches) == len(fake) + len(real)
+    assert len(list(cache.iterdir())) == 4
+
+
+def test_precision_recall_can_be_left_out(fake_and_real, classifier_file, tmp_path):
+    fake, real = fake_and_real
+    metrics = domain_metrics(fake, real, classifier_file, tmp_path, prc=False)
+    assert set(metrics) == {
+        keys.fid_key("domain"),
+        keys.kid_key("domain"),
+        keys.kid_std_key("domain"),
+    }
+
+
+def test_kid_subset_size_is_clamped_to_the_samples(fake_and_real, classifier_file, tmp_path):
+    fake, real = fake_and_real
+    metrics = fidelity.fidelity_metrics(
+        fake[:30], real, "domain", "clamp", domain_weights=classifier_file, cache_dir=tmp_path
+    )
+    assert all(math.isfinite(metrics[key("domain")]) for key in SPACE_KEYS)
+
+
+def test_bad_inputs_fail_with_a_clear_message(fake_and_real, classifier_file, tmp_path):
+    fake, real = fake_and_real
+    with pytest.raises(ValueError, match="unknown feature space"):
+        fidelity.fidelity_metrics(fake, real, "vgg", "x", domain_weights=classifier_file)
+    with pytest.raises(ValueError, match="uint8"):
+        domain_metrics(fake.float(), real, classifier_file, tmp_path)
+    with pytest.raises(ValueError, match="at least"):
+        domain_metrics(fake[:3], real, classifier_file, tmp_path)
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        domain_metrics(fake, real, tmp_path / "nowhere.pt", tmp_path)
+    with pytest.raises(ValueError, match="needs its weights"):
+        fidelity.fidelity_metrics(fake, real, "inception", "x", cache_dir=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def random_inception_weights(tmp_path_factory):
+    """torch-fidelity's InceptionV3 architecture with RANDOM weights, saved as the plain state
+    dict its loader reads. Built without its weight download (no network here): the loading
+    steps are skipped while it is constructed. Convolutions get He initialisation so that the
+    features do not collapse to a constant."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inception_module, "load_state_dict_from_url", lambda *a, **k: {})
+        patch.setattr(
+            inception_module.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None
+        )
+        network = inception_module.FeatureExtractorInceptionV3(
+            fidelity.INCEPTION_EXTRACTOR, ["2048"]
+        )
+    generator = torch.Generator().manual_seed(0)
+    for module in network.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu", generator=generator)
+    path = tmp_path_factory.mktemp("inception") / fidelity.INCEPTION_FILE
+    torch.save(network.state_dict(), path)
+    return path
+
+
+def test_inception_space_runs_on_grayscale_images(synthetic, random_inception_weights, tmp_path):
+    """Plumbing only: the weights are random, so the values mean nothing; they must be finite,
+    under the inception keys, with the real side cached."""
+    fake, real = synthetic.train.images[:16], synthetic.eval.images[:16]
+    metrics = fidelity.fidelity_metrics(
+        fake,
+        real,
+        "inception",
+        "synthetic-test-16",
+        batch_size=32,
+        inception_weights=random_inception_weights,
+        cache_dir=tmp_path,
+    )
+    assert set(metrics) == {key("inception") for key in SPACE_KEYS}
+    assert all(math.isfinite(value) for value in metrics.values())
+    assert metrics[keys.fid_key("inception")] > 0
+    cached = [p.name for p in (tmp_path / fidelity.FIDELITY_CACHE_FOLDER).iterdir()]
+    assert any(fidelity.INCEPTION_EXTRACTOR in name for name in cached)
+
+
+def test_inception_weights_are_looked_for_in_torch_hub(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    hub_file = tmp_path / "hub" / "checkpoints" / fidelity.INCEPTION_FILE
+    assert fidelity.inception_hub_file() == hub_file
+    assert fidelity.inception_weights_path(None) is None
+    reason = fidelity.inception_skip_reason()
+    assert reason.startswith(f"Inception FID skipped: no weights at {hub_file}")
+    assert str(hub_file.parent) in reason
+
+    hub_file.parent.mkdir(parents=True)
+    hub_file.write_bytes(b"weights")
+    assert fidelity.inception_weights_path(None) == hub_file
+
+    explicit = tmp_path / "my-inception.pth"
+    explicit.write_bytes(b"weights")
+    assert fidelity.inception_weights_path(str(explicit)) == explicit
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        fidelity.inception_weights_path(str(tmp_path / "missing.pth"))
