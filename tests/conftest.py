@@ -72,3 +72,35 @@ def isolated_cache(tmp_path_factory):
         os.environ.pop("BENCH_CACHE_DIR", None)
     else:
         os.environ["BENCH_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    """The synthetic 10-class set, 1024 train / 512 eval images."""
+    from bench.data import load_dataset
+
+    return load_dataset("synthetic", train_limit=1024, eval_limit=512)
+
+
+@pytest.fixture(scope="session")
+def trained(synthetic, tmp_path_factory):
+    """One domain classifier trained on `synthetic` into a fresh cache folder:
+    (classifier, accuracy, cache folder, logged lines)."""
+    from bench import domain
+
+    cache_dir = tmp_path_factory.mktemp("classifier")
+    lines: list[str] = []
+    classifier, accuracy = domain.load_or_train(
+        synthetic.name,
+        synthetic.fingerprint,
+        synthetic.train,
+        synthetic.eval,
+        synthetic.image_shape,
+        synthetic.num_classes,
+        "cpu",
+        cache_dir=cache_dir,
+        epochs=2,
+        batch_size=32,
+        log=lines.append,
+    )
+    return classifier, accuracy, cache_dir, lines

@@ -17,40 +17,6 @@ from bench.data import load_dataset
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
 
 
-@pytest.fixture(scope="module")
-def synthetic():
-    return load_dataset("synthetic", train_limit=1024, eval_limit=512)
-
-
-@pytest.fixture(scope="module")
-def trained(synthetic, tmp_path_factory):
-    """One classifier trained on the synthetic set into a fresh cache folder, with its log."""
-    cache_dir = tmp_path_factory.mktemp("cache")
-    lines: list[str] = []
-    classifier, accuracy = domain.load_or_train(
-        synthetic.name,
-        synthetic.fingerprint,
-        synthetic.train,
-        synthetic.eval,
-        synthetic.image_shape,
-        synthetic.num_classes,
-        "cpu",
-        cache_dir=cache_dir,
-        epochs=2,
-        batch_size=32,
-        log=lines.append,
-    )
-    return classifier, accuracy, cache_dir, lines
-
-
-@pytest.mark.parametrize("image_shape", [(1, 28, 28), (3, 32, 32)])
-def test_classifier_gives_penultimate_features_and_logits(image_shape):
-    classifier = domain.DomainClassifier(image_shape, num_classes=7).eval()
-    x = torch.rand(5, *image_shape)
-    assert classifier.features(x).shape == (5, domain.FEATURE_DIM)
-    assert classifier(x).shape == (5, 7)
-
-
 def test_classifier_learns_the_synthetic_set(trained):
     classifier, accuracy, _, lines = trained
     assert accuracy > 0.9  # chance is 0.1

@@ -12,32 +12,13 @@ import torch_fidelity.feature_extractor_inceptionv3 as inception_module
 from torch.utils.data import Dataset
 
 from bench import domain, fidelity, keys
-from bench.data import load_dataset
 
 SPACE_KEYS = [keys.fid_key, keys.kid_key, keys.kid_std_key, keys.precision_key, keys.recall_key]
 
 
 @pytest.fixture(scope="module")
-def synthetic():
-    return load_dataset("synthetic", train_limit=1024, eval_limit=512)
-
-
-@pytest.fixture(scope="module")
-def classifier_file(synthetic, tmp_path_factory):
-    cache_dir = tmp_path_factory.mktemp("classifier")
-    domain.load_or_train(
-        synthetic.name,
-        synthetic.fingerprint,
-        synthetic.train,
-        synthetic.eval,
-        synthetic.image_shape,
-        synthetic.num_classes,
-        "cpu",
-        cache_dir=cache_dir,
-        epochs=2,
-        batch_size=32,
-        log=lambda line: None,
-    )
+def classifier_file(synthetic, trained):
+    _, _, cache_dir, _ = trained
     return domain.cache_path(synthetic.name, synthetic.fingerprint, cache_dir)
 
 
