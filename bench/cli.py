@@ -1,11 +1,14 @@
-"""`bench`: validate and run suites, list the models.
+"""`bench`: validate and run suites, render reports, serve the MLflow UI, list the models.
 
-Errors the user can cause (bad suite, unknown model, missing data, unreachable store) print one
-line starting with "error:" and exit with status 2; a suite with failed cells exits with 1.
+Exit status: 0 when every cell finished (or was skipped as finished); 1 when a cell failed (the
+others still ran); 2 for an error the user can fix (bad suite, unknown model, missing data,
+unreachable store), printed as one line starting with "error:"; 130 after Ctrl-C and 143 after
+SIGTERM (the interrupted cell resumes from its checkpoint on the next `bench run`).
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
 from functools import wraps
 from pathlib import Path
@@ -14,13 +17,21 @@ import click
 
 import models
 
+from .checkpoint import DEFAULT_ROOT, CheckpointError
 from .data import DatasetNotFound
 from .suite import SuiteError, expand, load_suite
 from .tracking import TrackingError
 
-USER_ERRORS = (SuiteError, DatasetNotFound, models.ModelConfigError, TrackingError)
+USER_ERRORS = (
+    SuiteError,
+    DatasetNotFound,
+    models.ModelConfigError,
+    TrackingError,
+    CheckpointError,
+)
 EXIT_USAGE = 2
 EXIT_FAILED_CELLS = 1
+EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}  # 128 + signal number, as shells report it
 
 
 def user_errors(command):
@@ -73,11 +84,26 @@ def validate(suite_file):
     help="Dataset folder, used when the suite gives no dataset.root "
     "(else BENCH_DATA_ROOT, else /usr/share/datasets/<name>).",
 )
-@click.option("--rerun", is_flag=True, help="Run cells again even if a finished run exists.")
+@click.option(
+    "--rerun",
+    is_flag=True,
+    help="Run every cell again from step 0, even if a finished run or a checkpoint exists.",
+)
 @click.option("--progress/--no-progress", default=True, help="Progress bar per cell.")
+@click.option(
+    "--checkpoint-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where interrupted cells resume from: <dir>/<suite>/<cell id>/ "
+    f"(default: {DEFAULT_ROOT}).",
+)
 @user_errors
-def run(suite_file, dry_run, device, tracking_uri, data_root, rerun, progress):
-    """Train and evaluate every variant x seed of SUITE_FILE, tracked in MLflow."""
+def run(suite_file, dry_run, device, tracking_uri, data_root, rerun, progress, checkpoint_dir):
+    """Train and evaluate every variant x seed of SUITE_FILE, tracked in MLflow.
+
+    Finished cells are skipped; an interrupted cell resumes from its last checkpoint. Exit status:
+    0 all cells finished, 1 a cell failed (the others still ran), 2 a user error, 130 / 143
+    stopped by Ctrl-C / SIGTERM (rerun the same command to resume)."""
     suite = load_suite(suite_file)
     if dry_run:
         cells = expand(suite)
@@ -88,16 +114,39 @@ def run(suite_file, dry_run, device, tracking_uri, data_root, rerun, progress):
         return
     from .runner import run_suite  # torch and mlflow load only when there is work to do
 
-    summary = run_suite(
-        suite,
-        tracking_uri=tracking_uri,
-        device=device,
-        data_root=data_root,
-        rerun=rerun,
-        progress=progress,
-        echo=click.echo,
-        suite_text=Path(suite_file).read_text(),
-    )
+    # Resuming is the same command without --rerun (which would start the cells over).
+    again = ["bench", "run", suite_file]
+    for option, value in (
+        ("--device", None if device == "auto" else device),
+        ("--tracking-uri", tracking_uri),
+        ("--data-root", data_root),
+        ("--checkpoint-dir", checkpoint_dir),
+    ):
+        again += [option, value] if value else []
+    again = shlex.join(again)
+    try:
+        summary = run_suite(
+            suite,
+            tracking_uri=tracking_uri,
+            device=device,
+            data_root=data_root,
+            rerun=rerun,
+            progress=progress,
+            echo=click.echo,
+            suite_text=Path(suite_file).read_text(),
+            checkpoint_dir=checkpoint_dir,
+        )
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the first cell started
+        click.echo(f'interrupted: rerun "{again}" to resume from the last checkpoints', err=True)
+        sys.exit(EXIT_INTERRUPTED["SIGINT"])
+    if summary.interrupted:
+        where = (
+            f"resume from step {summary.resume_step}"
+            if summary.resume_step is not None
+            else "run the remaining cells"
+        )
+        click.echo(f'interrupted: rerun "{again}" to {where}', err=True)
+        sys.exit(EXIT_INTERRUPTED.get(summary.interrupted, EXIT_FAILED_CELLS))
     if not summary.ok:
         sys.exit(EXIT_FAILED_CELLS)
 
@@ -111,3 +160,71 @@ def list_models():
         click.echo(f"{name}: {doc[0] if doc else ''}")
         for option, kind, default in models.option_table(name):
             click.echo(f"    {option:<12} {kind:<28} default {default!r}")
+
+
+@main.command()
+@click.argument("suite")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["md", "html", "all"]),
+    default="all",
+    show_default=True,
+    help="Markdown (images in a sibling folder), one self-contained HTML file, or both.",
+)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Output folder (default: reports/<suite name>/).",
+)
+@click.option(
+    "--tracking-uri",
+    default=None,
+    help="MLflow store (default: MLFLOW_TRACKING_URI "
+    "or sqlite:///mlflow.db in the current folder).",
+)
+@user_errors
+def report(suite, output_format, out, tracking_uri):
+    """Render a comparison report of SUITE (a suite file or its experiment name) from MLflow."""
+    from pathlib import Path
+
+    from .render import FORMATS, write_report
+    from .report import load_report
+
+    loaded = load_report(suite, tracking_uri)
+    folder = Path(out) if out else Path("reports") / loaded.suite_name
+    formats = FORMATS if output_format == "all" else (output_format,)
+    for path in write_report(loaded, folder, formats):
+        click.echo(f"wrote {path}")
+    failed = len(loaded.unfinished)
+    click.echo(
+        f"{loaded.suite_name}: {len(loaded.finished)} finished cells of {len(loaded.cells)}"
+        + (f", {failed} failed or missing (listed in the report)" if failed else "")
+    )
+
+
+@main.command()
+@click.option("--port", default=5000, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to bind; 0.0.0.0 exposes the UI to the network.",
+)
+@click.option(
+    "--tracking-uri",
+    default=None,
+    help="MLflow store (default: MLFLOW_TRACKING_URI "
+    "or sqlite:///mlflow.db in the current folder).",
+)
+@user_errors
+def ui(port, host, tracking_uri):
+    """Start the MLflow UI on the tracking store the runs used, and print its URL."""
+    from .ui import serve
+
+    sys.exit(serve(tracking_uri, host, port, echo=click.echo))
+
+
+if __name__ == "__main__":
+    main()

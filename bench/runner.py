@@ -1,16 +1,31 @@
 """The local executor: every cell of a suite, one after another, on one device.
 
-For each cell: skip it if the store already holds a finished run with its id, otherwise start a
-run, build the model (seeded), train, log artifacts, and finish the run. A cell that diverges or
-raises is ended as failed with its reason and the suite goes on; the summary lists every cell.
+For each cell: skip it if the store already holds a finished run with its id; continue its
+interrupted run if a local checkpoint of that run exists (bench/checkpoint.py); otherwise start a
+run. Then build the model (seeded), train (checkpointing every budget.checkpoint_every steps),
+evaluate, log artifacts and finish the run. A cell that diverges or raises is ended as failed with
+its reason, keeps its last good checkpoint, and the suite goes on; the summary lists every cell.
+
+Everything a user can get wrong (suite, device, data, checkpoint folder, tracking store) is checked
+before anything is written to the store. While cells run, the first SIGINT (Ctrl-C) or SIGTERM
+stops training at the next step boundary with a checkpoint, marks the run KILLED and ends the
+suite (Summary.interrupted); a second Ctrl-C stops at once (KeyboardInterrupt, the run is marked
+KILLED and resumes from its previous checkpoint). A process killed outright (SIGKILL, power loss)
+leaves its run RUNNING: the next `bench run` resumes it from its checkpoint, or ends it as KILLED
+and starts over when it had none.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import tempfile
+import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +35,10 @@ from torchvision.utils import save_image
 
 import models
 
-from . import evaluate, keys, provenance, tracking
-from .data import ImageData, load_dataset, to_model_range, to_unit_range
-from .suite import Cell, Suite, SuiteError, expand
-from .train import Diverged, steps_per_epoch, total_steps, train
+from . import checkpoint, evaluate, keys, provenance, tracking
+from .data import ENV_ROOT, DatasetNotFound, ImageData, load_dataset, to_model_range, to_unit_range
+from .suite import Cell, EvaluationConfig, Suite, SuiteError, expand
+from .train import Diverged, Interrupted, steps_per_epoch, total_steps, train
 
 
 @dataclass
@@ -31,16 +46,25 @@ class Summary:
     finished: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    interrupted: str | None = None  # the signal ("SIGINT", "SIGTERM") that stopped the suite
+    interrupted_cell: str | None = None  # None: stopped between cells
+    resume_step: int | None = None  # where the interrupted cell resumes
+    not_run: list[str] = field(default_factory=list)  # cells after an interruption
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and self.interrupted is None
 
 
 def select_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise SuiteError(
+            f"--device {requested!r} is not a device: use auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SuiteError("--device cuda was asked for but no CUDA device is available")
     return device
@@ -48,15 +72,90 @@ def select_device(requested: str = "auto") -> torch.device:
 
 def load_suite_data(suite: Suite, cli_root: str | None = None) -> ImageData:
     d = suite.dataset
-    data = load_dataset(
-        d.name, d.root, cli_root, d.train_split, d.eval_split, d.train_limit, d.eval_limit
-    )
+    try:
+        data = load_dataset(
+            d.name, d.root, cli_root, d.train_split, d.eval_split, d.train_limit, d.eval_limit
+        )
+    except DatasetNotFound:
+        raise
+    except (OSError, EOFError, ValueError) as err:  # files named right but corrupt (bad gzip)
+        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+        where = d.root or cli_root or os.environ.get(ENV_ROOT) or "its default folders"
+        raise DatasetNotFound(
+            f"dataset {d.name!r} in {where}: its files cannot be read ({problem}); "
+            f"check dataset.root, --data-root or {ENV_ROOT}"
+        ) from None
+    for split, limit, images in (
+        ("train", d.train_limit, data.train.images),
+        ("eval", d.eval_limit, data.eval.images),
+    ):
+        if limit is not None and limit > len(images):
+            raise SuiteError(
+                f"dataset.{split}_limit {limit} is larger than the {split} split "
+                f"({len(images)} images); lower it or leave it out"
+            )
     if suite.budget.batch_size > len(data.train.images):
         raise SuiteError(
             f"budget.batch_size {suite.budget.batch_size} is larger than the training set "
             f"({len(data.train.images)} images); lower it or raise dataset.train_limit"
         )
     return data
+
+
+def check_inception_weights(evaluation: EvaluationConfig) -> None:
+    path = evaluation.inception_weights
+    if (
+        path
+        and "inception" in evaluation.feature_extractors
+        and not Path(path).expanduser().is_file()
+    ):
+        raise SuiteError(
+            f"evaluation.inception_weights: no file at {path}; give the path of "
+            "pt_inception-2015-12-05-6726825d.pth, or null to use torch hub's cache"
+        )
+    if path and "inception" in evaluation.feature_extractors:
+        # torch-fidelity unpickles this file (weights_only=False): accept only plain tensors.
+        weights = Path(path).expanduser()
+        try:
+            torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise SuiteError(
+                f"evaluation.inception_weights: {path} is not a plain state dict of tensors "
+                f"({reason[:200]}); refusing to unpickle it"
+            ) from None
+
+
+class StopSignal:
+    """The first SIGINT or SIGTERM is remembered (training asks at every step boundary and stops
+    with a checkpoint); a second SIGINT raises KeyboardInterrupt at once."""
+
+    def __init__(self, echo):
+        self.received: str | None = None
+        self.echo = echo
+
+    def __call__(self) -> str | None:
+        return self.received
+
+    def handle(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        self.echo(f"{self.received}: stopping at the next step boundary (Ctrl-C again: at once)")
+
+
+@contextmanager
+def stop_on_signals(echo) -> Iterator[StopSignal]:
+    stop = StopSignal(echo)
+    if threading.current_thread() is not threading.main_thread():  # signals reach it only
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass
@@ -70,6 +169,10 @@ class SuiteContext:
     tags: dict[str, str]  # provenance, on every run
     suite_text: str
     progress: bool
+    checkpoint_root: Path
+    rerun: bool
+    echo: object
+    stop: StopSignal | None = None
 
 
 def run_suite(
@@ -81,63 +184,150 @@ def run_suite(
     progress: bool = True,
     echo=print,
     suite_text: str | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> Summary:
     cells = expand(suite)
     target = select_device(device)
-    data = load_suite_data(suite, data_root)  # before touching the store: bad input writes nothing
-    client = tracking.connect(tracking_uri)
-    experiment = tracking.experiment_id(client, suite.name)
-    echo(
-        f"suite {suite.name}: {len(cells)} cells on {target}, {data.name} from {data.source} "
-        f"({len(data.train.images)} train / {len(data.eval.images)} eval images), "
-        f"tracking {client.tracking_uri}"
-    )
-    evaluator = evaluate.prepare(data, suite.dataset, suite.evaluation, target, data_root, log=echo)
-    echo(
-        f"evaluation: {suite.evaluation.num_samples} samples vs {len(data.eval.images)} "
-        f"{suite.dataset.eval_split} images; feature spaces: {', '.join(evaluator.spaces)} "
-        f"(domain classifier test accuracy {evaluator.classifier_accuracy:.4f})"
-    )
-    context = SuiteContext(
-        client=client,
-        experiment=experiment,
-        evaluator=evaluator,
-        train_images=to_model_range(data.train.images, target),
-        tags=provenance.tags(target),
-        suite_text=suite_text or yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False),
-        progress=progress,
-    )
-    summary = Summary()
-    for index, cell in enumerate(cells, 1):
-        prefix = f"[{index}/{len(cells)}] {cell.name}"
-        if not rerun and tracking.finished_run(client, experiment, cell.id):
-            echo(f"{prefix}: skipped, finished run exists for cell {cell.id} (--rerun to redo)")
-            summary.skipped.append(cell.name)
-            continue
-        reason = run_cell(cell, context, prefix)
-        if reason is None:
-            summary.finished.append(cell.name)
-            echo(f"{prefix}: finished")
-        else:
-            summary.failed.append((cell.name, reason))
-            echo(f"{prefix}: FAILED: {reason}")
-    echo(
-        f"suite {suite.name}: {len(summary.finished)} finished, {len(summary.skipped)} skipped, "
-        f"{len(summary.failed)} failed"
-    )
-    for name, reason in summary.failed:
-        echo(f"  failed {name}: {reason}")
+    data = load_suite_data(suite, data_root)
+    check_inception_weights(suite.evaluation)
+    checkpoint_root = Path(checkpoint_dir or checkpoint.DEFAULT_ROOT)
+    checkpoint.check_writable(checkpoint_root)
+    with checkpoint.suite_lock(checkpoint_root, suite.name):
+        # Every input the user can get wrong is checked by now: only from here on is the store
+        # touched.
+        client = tracking.connect(tracking_uri)
+        echo(
+            f"suite {suite.name}: {len(cells)} cells on {target}, {data.name} from {data.source} "
+            f"({len(data.train.images)} train / {len(data.eval.images)} eval images), "
+            f"tracking {client.tracking_uri}"
+        )
+        evaluator = evaluate.prepare(
+            data, suite.dataset, suite.evaluation, target, data_root, log=echo
+        )
+        experiment = tracking.experiment_id(client, suite.name)
+        echo(
+            f"evaluation: {suite.evaluation.num_samples} samples vs {len(data.eval.images)} "
+            f"{suite.dataset.eval_split} images; feature spaces: {', '.join(evaluator.spaces)} "
+            f"(domain classifier test accuracy {evaluator.classifier_accuracy:.4f})"
+        )
+        context = SuiteContext(
+            client=client,
+            experiment=experiment,
+            evaluator=evaluator,
+            train_images=to_model_range(data.train.images, target),
+            tags=provenance.tags(target),
+            suite_text=suite_text or yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False),
+            progress=progress,
+            checkpoint_root=checkpoint_root,
+            rerun=rerun,
+            echo=echo,
+        )
+        summary = run_cells(cells, context)
+    echo_summary(suite.name, summary, echo)
     return summary
 
 
+def run_cells(cells: list[Cell], context: SuiteContext) -> Summary:
+    """Every cell in order; the first SIGINT/SIGTERM ends the loop (see the module docstring)."""
+    client, experiment, echo = context.client, context.experiment, context.echo
+    summary = Summary()
+    with stop_on_signals(echo) as context.stop:
+        for index, cell in enumerate(cells, 1):
+            prefix = f"[{index}/{len(cells)}] {cell.name}"
+            if context.stop.received:
+                summary.interrupted = context.stop.received
+                summary.not_run += [c.name for c in cells[index - 1 :]]
+                break
+            if not context.rerun and tracking.finished_run(client, experiment, cell.id):
+                echo(f"{prefix}: skipped, finished run exists for cell {cell.id} (--rerun to redo)")
+                summary.skipped.append(cell.name)
+                continue
+            try:
+                reason = run_cell(cell, context, prefix)
+            except Interrupted as err:
+                echo(f"{prefix}: {err}, checkpoint saved")
+                summary.interrupted, summary.resume_step = err.reason, err.step
+                summary.interrupted_cell = cell.name
+                summary.not_run += [c.name for c in cells[index:]]
+                break
+            if reason is None:
+                summary.finished.append(cell.name)
+                echo(f"{prefix}: finished")
+            else:
+                summary.failed.append((cell.name, reason))
+                echo(f"{prefix}: FAILED: {reason}")
+    return summary
+
+
+def echo_summary(name: str, summary: Summary, echo) -> None:
+    counts = (
+        f"suite {name}: {len(summary.finished)} finished, {len(summary.skipped)} skipped, "
+        f"{len(summary.failed)} failed"
+    )
+    if summary.interrupted:
+        counts += f", {len(summary.not_run)} not run: interrupted by {summary.interrupted}"
+    if summary.interrupted_cell:
+        counts += f" in {summary.interrupted_cell} at step {summary.resume_step}"
+    echo(counts)
+    for title, names in (
+        ("finished", summary.finished),
+        ("skipped", summary.skipped),
+        ("not run", summary.not_run),
+    ):
+        if names:
+            echo(f"  {title}: {', '.join(names)}")
+    for name, reason in summary.failed:
+        echo(f"  failed {name}: {reason}")
+
+
+def open_cell_run(cell: Cell, context: SuiteContext, folder: Path, prefix: str):
+    """(run id, checkpoint or None): the cell's interrupted run with its checkpoint when one is
+    here, else a new run. Runs of the cell left RUNNING by a killed process that cannot be resumed
+    are ended as KILLED, so that no run stays RUNNING forever."""
+    client, experiment, echo = context.client, context.experiment, context.echo
+    saved = None
+    if not context.rerun:
+        try:
+            saved = checkpoint.load(folder)
+        except checkpoint.CheckpointError as err:
+            echo(f"{prefix}: {err}; starting over")
+    device = context.evaluator.device.type
+    if saved is not None and saved.get("device") != device:
+        echo(
+            f"{prefix}: checkpoint in {folder} is from {saved.get('device')}, not {device}; "
+            "starting over"
+        )
+        saved = None
+    if saved is not None and not tracking.resumable(client, experiment, cell.id, saved["run_id"]):
+        saved = None  # its run failed (it would fail again), or belongs to another store
+    resumed = saved["run_id"] if saved is not None else None
+    for run in tracking.running_runs(client, experiment, cell.id):
+        if run.info.run_id != resumed:
+            why = "--rerun starts over" if context.rerun else f"none usable in {folder}"
+            reason = f"interrupted before the first checkpoint ({why})"
+            tracking.fail(client, run.info.run_id, reason, killed=True)
+    if saved is not None:
+        tracking.reopen(client, resumed)
+        echo(f"{prefix}: resuming run {resumed} from step {saved['step']} ({folder})")
+        return resumed, saved
+    checkpoint.remove(folder)  # a failed run's last good checkpoint: this cell starts over
+    tags = dict(context.tags)
+    if context.evaluator.inception_skip_reason:
+        tags[keys.TAG_INCEPTION_SKIPPED] = context.evaluator.inception_skip_reason
+    return tracking.start_cell_run(client, experiment, cell, tags), None
+
+
 def run_cell(cell: Cell, context: SuiteContext, description: str) -> str | None:
-    """Train and evaluate one cell into its own MLflow run; None on success, else the reason."""
+    """Train and evaluate one cell into its own MLflow run; None on success, else the reason.
+    Raises Interrupted (after a checkpoint) when a stop signal arrived during training."""
     started = time.perf_counter()
     client, evaluator, train_images = context.client, context.evaluator, context.train_images
-    tags = dict(context.tags)
-    if evaluator.inception_skip_reason:
-        tags[keys.TAG_INCEPTION_SKIPPED] = evaluator.inception_skip_reason
-    run_id = tracking.start_cell_run(client, context.experiment, cell, tags)
+    folder = checkpoint.cell_folder(context.checkpoint_root, cell.suite, cell.id)
+    run_id, resume = open_cell_run(cell, context, folder, description)
+    # A resumed run already holds the metrics its first life logged, possibly past the checkpoint:
+    # those steps are computed again (identically on the CPU) but not logged twice.
+    logged_until = tracking.last_logged_step(client, run_id) if resume else 0
+    saved_step = int(resume["step"]) if resume else None
     try:
         torch.manual_seed(cell.seed)
         budget = cell.budget
@@ -151,15 +341,24 @@ def run_cell(cell: Cell, context: SuiteContext, description: str) -> str | None:
         num_steps = total_steps(len(train_images), budget.batch_size, budget.epochs, budget.steps)
 
         def log_losses(step: int, means: dict[str, float]) -> None:
-            values = {keys.train_key(name): value for name, value in means.items()}
-            tracking.log_metrics(client, run_id, values, step)
+            if step > logged_until:
+                values = {keys.train_key(name): value for name, value in means.items()}
+                tracking.log_metrics(client, run_id, values, step)
+
+        def save_checkpoint(step: int, state: dict) -> None:
+            nonlocal saved_step
+            bookkeeping = {"cell_id": cell.id, "run_id": run_id, "device": evaluator.device.type}
+            checkpoint.save(folder, state | bookkeeping)
+            saved_step = step
 
         periodic = None
         if cell.evaluation.every_epochs:
 
             def evaluate_during_training(step: int) -> None:
+                # evaluated again even when already logged: training must see the same state
                 metrics, _ = evaluate.evaluate(model, evaluator, cell.seed, cheap=True)
-                tracking.log_metrics(client, run_id, metrics, step)
+                if step > logged_until:
+                    tracking.log_metrics(client, run_id, metrics, step)
 
             every = cell.evaluation.every_epochs * steps_per_epoch(
                 len(train_images), budget.batch_size
@@ -177,6 +376,9 @@ def run_cell(cell: Cell, context: SuiteContext, description: str) -> str | None:
             progress=context.progress,
             description=description,
             periodic=periodic,
+            checkpoint=(budget.checkpoint_every, save_checkpoint),
+            resume=resume,
+            stop_requested=context.stop,
         )
         metrics, images = evaluate.evaluate(model, evaluator, cell.seed)
         tracking.log_metrics(client, run_id, metrics, num_steps)
@@ -188,17 +390,30 @@ def run_cell(cell: Cell, context: SuiteContext, description: str) -> str | None:
         }
         tracking.log_metrics(client, run_id, timings, num_steps)
         tracking.finish(client, run_id)
+        checkpoint.remove(folder)  # the final weights are in the run's artifacts now
         return None
+    except Interrupted as err:
+        tracking.fail(client, run_id, str(err), killed=True)
+        raise
     except KeyboardInterrupt:
-        tracking.fail(client, run_id, "interrupted (Ctrl-C)", killed=True)
+        tracking.fail(
+            client, run_id, "interrupted (Ctrl-C twice)" + _kept(saved_step, folder), killed=True
+        )
         raise
     except Diverged as err:
-        tracking.fail(client, run_id, str(err))
-        return str(err)
+        reason = str(err) + _kept(saved_step, folder)
+        tracking.fail(client, run_id, reason)
+        return reason
     except Exception as err:  # one cell's failure (e.g. out of memory) must not stop the suite
-        reason = f"{type(err).__name__}: {err}".splitlines()[0]
+        reason = f"{type(err).__name__}: {err}".splitlines()[0] + _kept(saved_step, folder)
         tracking.fail(client, run_id, reason + "\n" + traceback.format_exc())
         return reason
+
+
+def _kept(step: int | None, folder: Path) -> str:
+    if step is None:
+        return ""
+    return f"; last good checkpoint: step {step} in {folder / checkpoint.FILE}"
 
 
 def log_artifacts(

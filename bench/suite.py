@@ -9,6 +9,7 @@ Every error a user can cause ends as a SuiteError: one line naming the file and 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -16,7 +17,7 @@ import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -27,6 +28,7 @@ import models
 CODE_VERSION = "1"
 
 SAFE_LABEL = re.compile(r"[A-Za-z0-9_=+-][A-Za-z0-9_.=+-]*")  # also safe as a file name
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # suite names: folder names too, never ..
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic", "synthetic-rgb")
 
@@ -59,6 +61,9 @@ class BudgetConfig(Strict):
     betas: tuple[float, float] = (0.5, 0.999)
     n_critic: int = Field(5, ge=1, description="critic steps per generator step (WGAN-GP only)")
     log_every: int = Field(50, gt=0, description="log mean losses every N steps")
+    checkpoint_every: int = Field(
+        500, gt=0, description="save a resumable checkpoint every N steps (not part of the cell id)"
+    )
 
     @model_validator(mode="after")
     def one_budget(self) -> BudgetConfig:
@@ -111,13 +116,20 @@ class VariantConfig(Strict):
 
 
 class Suite(Strict):
-    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
     description: str = ""
     dataset: DatasetConfig
     budget: BudgetConfig
-    seeds: list[int] = Field(..., min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(..., min_length=1)
     evaluation: EvaluationConfig = EvaluationConfig()
     models: list[VariantConfig] = Field(..., min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def safe_name(cls, name: str) -> str:
+        if not SAFE_NAME.fullmatch(name):
+            raise ValueError("a suite name may hold only letters, digits and _ . - (no leading .)")
+        return name
 
     @field_validator("seeds")
     @classmethod
@@ -148,7 +160,8 @@ class Cell:
         dataset = self.dataset.model_dump(exclude={"root"})  # where the files live is not identity
         return {
             "dataset": dataset,
-            "budget": self.budget.model_dump(exclude={"log_every"}),
+            # how often it logs and checkpoints does not change what a cell computes
+            "budget": self.budget.model_dump(exclude={"log_every", "checkpoint_every"}),
             "evaluation": self.evaluation.model_dump(),
             "model": self.variant.model,
             "options": self.variant.options,
@@ -173,8 +186,10 @@ def load_suite(path: str | Path) -> Suite:
         text = path.read_text()
     except OSError as err:
         raise SuiteError(f"{path}: cannot read suite file ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise SuiteError(f"{path}: not a text file (a suite is UTF-8 YAML)") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: plain data, never objects
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -193,17 +208,49 @@ def load_suite(path: str | Path) -> Suite:
     return suite
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that rejects a key given twice in one mapping: PyYAML would silently keep
+    the last one, and a repeated key is as much a typo as a misspelt one."""
+
+
+def _construct_unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        if isinstance(key_node, yaml.ScalarNode):
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key_node.value!r} is given twice", key_node.start_mark
+                )
+            seen.add(key_node.value)
+    return loader.construct_mapping(node, deep=True)
+
+
+UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+
+
 def _describe(err: ValidationError) -> str:
     first = err.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
-        return (
-            f"unknown field '{field}' (check its spelling; see suites/README or `bench validate`)"
-        )
+        section = SECTIONS.get(first["loc"][0], Suite) if len(first["loc"]) > 1 else Suite
+        allowed = list(section.model_fields)
+        guess = difflib.get_close_matches(str(first["loc"][-1]), allowed, n=1)
+        hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+        return f"unknown field '{field}'{hint}; allowed there: {', '.join(allowed)}"
     if first["type"] == "missing":
         return f"missing required field '{field}'"
     message = first["msg"].removeprefix("Value error, ")
     return f"field '{field}': {message} (got {first.get('input')!r})"
+
+
+SECTIONS = {
+    "dataset": DatasetConfig,
+    "budget": BudgetConfig,
+    "evaluation": EvaluationConfig,
+    "models": VariantConfig,
+}
 
 
 def variants(suite: Suite) -> list[Variant]:
@@ -223,7 +270,11 @@ def variants(suite: Suite) -> list[Variant]:
             try:
                 options = models.validate_options(entry.model, {**entry.options, **chosen})
             except models.ModelConfigError as err:
-                raise SuiteError(f"{where}: {err}") from None
+                allowed = ""
+                if "unknown option" in str(err):
+                    names = [row[0] for row in models.option_table(entry.model)]
+                    allowed = f"; {entry.model} options: {', '.join(names)} (see `bench models`)"
+                raise SuiteError(f"{where}: {err}{allowed}") from None
             label = _format_label(entry.label, chosen, where)
             expanded.append(Variant(label, entry.model, options.model_dump()))
     labels = [v.label for v in expanded]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from . import keys
@@ -19,6 +20,7 @@ from .suite import Cell
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MAX_BATCH = 900  # MLflow accepts at most 1000 metrics / 100 params per log_batch call
+SERVER_PROBE_SECONDS = 10  # a tracking server that does not answer within this is unreachable
 
 
 class TrackingError(RuntimeError):
@@ -30,9 +32,38 @@ def resolve_uri(uri: str | None = None) -> str:
 
 
 def connect(uri: str | None = None) -> MlflowClient:
+    """A client for the store, checked to answer before anything is written to it. A server that
+    does not answer fails within SERVER_PROBE_SECONDS instead of after MLflow's minutes of
+    retries."""
     uri = resolve_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        _probe_server(uri)
+    try:
+        client = MlflowClient(tracking_uri=uri)  # opens (and creates) a local database already
+        client.search_experiments(max_results=1)
+    except Exception as err:  # unwritable file, not an MLflow server, bad URI
+        raise _store_error(uri, err) from None
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri)
+    return client
+
+
+def _probe_server(uri: str) -> None:
+    import requests  # MLflow's own HTTP client library, so proxies are honoured the same way
+
+    try:
+        requests.head(uri, timeout=SERVER_PROBE_SECONDS, allow_redirects=False)
+    except requests.Timeout:
+        raise _store_error(uri, f"no answer within {SERVER_PROBE_SECONDS} s") from None
+    except requests.RequestException:  # any HTTP answer, even an error status, is fine
+        raise _store_error(uri, "no server answers there") from None
+
+
+def _store_error(uri: str, err: Exception | str) -> TrackingError:
+    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return TrackingError(
+        f"tracking store {uri} cannot be used: {message[:300]}; "
+        "check --tracking-uri / MLFLOW_TRACKING_URI"
+    )
 
 
 def experiment_id(client: MlflowClient, suite_name: str, create: bool = True) -> str | None:
@@ -46,11 +77,7 @@ def experiment_id(client: MlflowClient, suite_name: str, create: bool = True) ->
             suite_name, artifact_location=_artifact_location(client.tracking_uri, suite_name)
         )
     except Exception as err:  # connection refused, unwritable file, bad URI
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise TrackingError(
-            f"tracking store {client.tracking_uri} cannot be used: {message[:300]}; "
-            "check --tracking-uri / MLFLOW_TRACKING_URI"
-        ) from None
+        raise _store_error(client.tracking_uri, err) from None
 
 
 def _artifact_location(uri: str, suite_name: str) -> str | None:
@@ -69,6 +96,47 @@ def finished_run(client: MlflowClient, experiment: str, cell_id: str):
         max_results=1,
     )
     return runs[0] if runs else None
+
+
+def running_runs(client: MlflowClient, experiment: str, cell_id: str) -> list:
+    """Runs of the cell still marked RUNNING: their process was killed or is still going."""
+    return client.search_runs(
+        [experiment],
+        filter_string=f"tags.{keys.TAG_CELL_ID} = '{cell_id}' and attributes.status = 'RUNNING'",
+    )
+
+
+def resumable(client: MlflowClient, experiment: str, cell_id: str, run_id: str) -> bool:
+    """Whether run_id is an interrupted (RUNNING or KILLED) run of this cell in this experiment:
+    the run a local checkpoint of the cell may continue. Failed runs (diverged, raised) are not
+    resumed: they would fail the same way."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:  # a checkpoint from another store, or the run was deleted for good
+        return False
+    return (
+        run.info.experiment_id == experiment
+        and run.info.lifecycle_stage == "active"
+        and run.data.tags.get(keys.TAG_CELL_ID) == cell_id
+        and run.info.status in ("RUNNING", "KILLED")
+    )
+
+
+def reopen(client: MlflowClient, run_id: str) -> None:
+    """Mark an interrupted run as running again, without the status of its interruption."""
+    client.update_run(run_id, status="RUNNING")
+    tags = client.get_run(run_id).data.tags
+    for key in (keys.TAG_STATUS, keys.TAG_FAILURE):
+        if key in tags:
+            client.delete_tag(run_id, key)
+
+
+def last_logged_step(client: MlflowClient, run_id: str) -> int:
+    """The largest step any metric of the run was logged at (0 when none): a resumed run logs only
+    later steps, so that its histories hold each step once."""
+    names = client.get_run(run_id).data.metrics
+    steps = [m.step for name in names for m in client.get_metric_history(run_id, name)]
+    return max(steps, default=0)
 
 
 def start_cell_run(

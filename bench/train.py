@@ -3,13 +3,19 @@ batch, losses accumulated on the device and fetched once every `log_every` steps
 
 No DataLoader and no host copies in the hot loop: the whole training split is one float tensor on
 the training device, shuffled there with a seeded generator once per epoch.
+
+Checkpoints and resuming: `training_state` captures everything the rest of the run depends on
+(weights, optimizer state, step counter, the global and the shuffling random generators with the
+position inside the current epoch, partial loss sums), so that a run resumed from it continues
+exactly as the uninterrupted run would have (bit for bit on the CPU).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,11 +23,19 @@ from tqdm.auto import tqdm
 
 
 class Diverged(RuntimeError):
-    """A loss became NaN or infinite."""
+    """A loss or a weight became NaN or infinite."""
 
     def __init__(self, step: int, name: str, value: float):
         super().__init__(f"diverged at step {step}: {name} = {value}")
         self.step, self.name, self.value = step, name, value
+
+
+class Interrupted(Exception):
+    """Training stopped at a step boundary on request (SIGINT/SIGTERM), after a checkpoint."""
+
+    def __init__(self, step: int, reason: str):
+        super().__init__(f"interrupted by {reason} at step {step}")
+        self.step, self.reason = step, reason
 
 
 @dataclass
@@ -46,15 +60,44 @@ def total_steps(num_train: int, batch_size: int, epochs: float | None, steps: in
     return max(1, math.ceil(epochs * steps_per_epoch(num_train, batch_size)))
 
 
-def shuffled_batches(
-    images: torch.Tensor, batch_size: int, generator: torch.Generator
-) -> Iterator[torch.Tensor]:
-    """Endless stream of batches; a fresh permutation (on the images' device) every epoch."""
-    per_epoch = steps_per_epoch(len(images), batch_size)
-    while True:
-        order = torch.randperm(len(images), generator=generator, device=images.device)
-        for i in range(per_epoch):
-            yield images[order[i * batch_size : (i + 1) * batch_size]]
+class ShuffledBatches:
+    """Endless stream of batches; a fresh permutation (on the images' device) every epoch.
+
+    Its state is the generator's state before the current epoch's permutation was drawn and the
+    position inside that epoch: restoring it redraws the same permutation and goes on from there.
+    """
+
+    def __init__(self, images: torch.Tensor, batch_size: int, generator: torch.Generator):
+        self.images, self.batch_size, self.generator = images, batch_size, generator
+        self.per_epoch = steps_per_epoch(len(images), batch_size)
+        self.epoch_start = generator.get_state()
+        self.order: torch.Tensor | None = None
+        self.position = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.order is None or self.position == self.per_epoch:
+            self._new_epoch()
+        i = self.position * self.batch_size
+        self.position += 1
+        return self.images[self.order[i : i + self.batch_size]]
+
+    def _new_epoch(self) -> None:
+        self.epoch_start = self.generator.get_state()
+        self.order = torch.randperm(
+            len(self.images), generator=self.generator, device=self.images.device
+        )
+        self.position = 0
+
+    def state(self) -> dict:
+        return {"generator": self.epoch_start, "position": self.position}
+
+    def load_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self._new_epoch()
+        self.position = int(state["position"])
 
 
 class LossAccumulator:
@@ -83,6 +126,63 @@ class LossAccumulator:
         self.counts.clear()
         return means
 
+    def state(self) -> dict:
+        return {"sums": dict(self.sums), "counts": dict(self.counts)}
+
+    def load_state(self, state: dict, device: torch.device) -> None:
+        self.sums = {name: value.to(device) for name, value in state["sums"].items()}
+        self.counts = {name: int(count) for name, count in state["counts"].items()}
+
+
+def check_finite(step: int, means: dict[str, float], model: torch.nn.Module) -> None:
+    """Raise Diverged naming the first non-finite loss mean, else the first non-finite weight or
+    buffer (batch-norm statistics). One host synchronisation for the whole model."""
+    for name, value in means.items():
+        if not math.isfinite(value):
+            raise Diverged(step, name, value)
+    named = [
+        (name, t)
+        for name, t in itertools.chain(model.named_parameters(), model.named_buffers())
+        if t.is_floating_point()
+    ]
+    if not named or torch.stack([torch.isfinite(t).all() for _, t in named]).all():
+        return
+    for name, tensor in named:
+        if not torch.isfinite(tensor).all():
+            value = tensor[~torch.isfinite(tensor)].flatten()[0].item()
+            raise Diverged(step, f"weight {name}", value)
+
+
+def training_state(model, batches: ShuffledBatches, accumulator: LossAccumulator, step: int):
+    """Everything a resumed run needs to continue after `step` exactly as this one would."""
+    state = {
+        "step": step,
+        "model": model.state_dict(),  # includes the model's own step counter (num_steps)
+        "optimizers": model.optimizer_state(),
+        "torch_rng": torch.get_rng_state(),  # latent noise, reparameterisation
+        "batches": batches.state(),
+        "losses": accumulator.state(),
+    }
+    device = batches.images.device
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_training_state(
+    state: dict, model, batches: ShuffledBatches, accumulator: LossAccumulator
+) -> int:
+    """Load a `training_state` into freshly built objects; returns the step it was taken at."""
+    model.load_state_dict(state["model"])
+    model.load_optimizer_state(state["optimizers"])
+    torch.set_rng_state(state["torch_rng"])
+    device = batches.images.device
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    batches.load_state(state["batches"])
+    accumulator.load_state(state["losses"], device)
+    return int(state["step"])
+
 
 def train(
     model,
@@ -95,38 +195,68 @@ def train(
     progress: bool = True,
     description: str = "",
     periodic: tuple[int, Callable[[int], None]] | None = None,
+    checkpoint: tuple[int, Callable[[int, dict], None]] | None = None,
+    resume: dict | None = None,
+    stop_requested: Callable[[], str | None] | None = None,
 ) -> TrainResult:
     """Run `num_steps` train steps of `model` on `images` (float, model range, on the device).
 
     Every `log_every` steps (and at the end) the mean of each loss over the window is passed to
-    `log_losses(step, means)`; a non-finite mean raises Diverged. `periodic = (every, fn)` calls
-    fn(step) every `every` steps before the last (evaluation over training; its time is excluded
-    from the training time).
+    `log_losses(step, means)`; a non-finite mean, weight or buffer raises Diverged. `periodic =
+    (every, fn)` calls fn(step) every `every` steps before the last (evaluation over training; its
+    time is excluded from the training time). `checkpoint = (every, save)` calls
+    save(step, state) every `every` steps and after the last, with a `training_state` whose
+    weights were just checked to be finite; `resume` is such a state to continue from.
+    `stop_requested()` is asked at every step boundary: when it returns a reason, a checkpoint is
+    saved and Interrupted is raised.
     """
     generator = torch.Generator(device=images.device).manual_seed(seed)
-    batches = shuffled_batches(images, batch_size, generator)
+    batches = ShuffledBatches(images, batch_size, generator)
     accumulator = LossAccumulator()
+    first, seconds_before = 1, 0.0
+    if resume is not None:
+        first = restore_training_state(resume, model, batches, accumulator) + 1
+        seconds_before = float(resume.get("train_seconds", 0.0))
     means: dict[str, float] = {}
     model.train()
     start = time.perf_counter()
-    bar = tqdm(total=num_steps, desc=description, disable=not progress, leave=False, unit="step")
-    for step in range(1, num_steps + 1):
-        accumulator.add(model.train_step(next(batches)))
-        if step % log_every == 0 or step == num_steps:
-            means = accumulator.means()
-            for name, value in means.items():
-                if not math.isfinite(value):
-                    bar.close()
-                    raise Diverged(step, name, value)
-            log_losses(step, means)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()}, refresh=False)
-        bar.update(1)
-        if periodic is not None and step % periodic[0] == 0 and step < num_steps:
-            paused = time.perf_counter()
-            periodic[1](step)
-            start += time.perf_counter() - paused
+    bar = tqdm(
+        total=num_steps,
+        initial=first - 1,
+        desc=description,
+        disable=not progress,
+        leave=False,
+        unit="step",
+    )
+    try:
+        for step in range(first, num_steps + 1):
+            accumulator.add(model.train_step(next(batches)))
+            if step % log_every == 0 or step == num_steps:
+                means = accumulator.means()
+                check_finite(step, means, model)
+                log_losses(step, means)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()}, refresh=False)
+            bar.update(1)
+            if periodic is not None and step % periodic[0] == 0 and step < num_steps:
+                paused = time.perf_counter()
+                periodic[1](step)
+                start += time.perf_counter() - paused
+            reason = stop_requested() if stop_requested is not None else None
+            if checkpoint is not None and (
+                step % checkpoint[0] == 0 or step == num_steps or reason is not None
+            ):
+                paused = time.perf_counter()  # like evaluation, not part of the training time
+                check_finite(step, {}, model)  # never save weights that already diverged
+                state = training_state(model, batches, accumulator, step)
+                state["train_seconds"] = seconds_before + paused - start
+                checkpoint[1](step, state)
+                start += time.perf_counter() - paused
+            if reason is not None:
+                raise Interrupted(step, reason)
+    finally:
+        bar.close()
     if images.device.type == "cuda":
         torch.cuda.synchronize(images.device)
-    seconds = time.perf_counter() - start
-    bar.close()
+    # A resumed cell's time includes the part before the interruption (as saved at the checkpoint)
+    seconds = seconds_before + time.perf_counter() - start
     return TrainResult(num_steps, num_steps * batch_size, seconds, means)

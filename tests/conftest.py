@@ -59,6 +59,18 @@ def tracking_uri(tmp_path: Path) -> str:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def isolated_working_directory(tmp_path_factory):
+    """Run every test in a scratch folder, so the default store (./mlflow.db), checkpoints
+    (./.bench) and reports (./reports) never land in the checkout."""
+    import os
+
+    previous = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def isolated_cache(tmp_path_factory):
     """Keep the domain classifier and torch-fidelity caches out of the user's ~/.cache; shared by
     the whole session so the synthetic classifier is trained once."""

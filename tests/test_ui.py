@@ -1,0 +1,129 @@
+"""`bench ui` serves the runs of a real tiny run: started as a process on a free loopback port,
+asked over MLflow's REST API for the experiment, its runs and an artifact, then stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from click.testing import CliRunner
+
+from bench import keys
+from bench.cli import main
+
+SUITE = """
+name: tiny-ui
+dataset:
+  name: synthetic
+  train_limit: 32
+  eval_limit: 32
+budget:
+  steps: 2
+  batch_size: 16
+  latent_dim: 8
+  width: 8
+  log_every: 1
+seeds: [0]
+evaluation:
+  num_samples: 32
+  batch_size: 16
+  grid_size: 16
+  interp_pairs: 2
+  interp_steps: 4
+  interp_strips: 2
+models:
+  - label: vae
+    model: vae
+"""
+START_TIMEOUT_S = 90  # mlflow server imports a lot; a loaded 2-core machine is slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def call(url: str, body: dict | None = None) -> bytes:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read()
+
+
+def wait_until_serving(base: str, server: subprocess.Popen, log) -> dict:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"bench ui exited with {server.returncode}: {log.read_text()[-3000:]}")
+        try:
+            return json.loads(call(f"{base}/api/2.0/mlflow/experiments/search?max_results=100"))
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+    pytest.fail(f"bench ui did not answer in {START_TIMEOUT_S} s: {log.read_text()[-3000:]}")
+
+
+def test_bench_ui_serves_the_suite_runs_and_artifacts(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(textwrap.dedent(SUITE))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = CliRunner().invoke(
+        main, ["run", str(suite), "--tracking-uri", uri, "--device", "cpu", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+
+    port = free_port()
+    log = tmp_path / "ui.log"
+    command = [sys.executable, "-c", "from bench.cli import main; main()", "ui"]
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            [*command, "--port", str(port), "--tracking-uri", uri],
+            cwd=tmp_path,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the test can always end all of it
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        experiments = wait_until_serving(base, server, log)["experiments"]
+        (experiment,) = [e for e in experiments if e["name"] == "tiny-ui"]
+        body = {"experiment_ids": [experiment["experiment_id"]], "max_results": 100}
+        runs = json.loads(call(f"{base}/api/2.0/mlflow/runs/search", body))["runs"]
+        assert len(runs) == 1
+        tags = {tag["key"]: tag["value"] for tag in runs[0]["data"]["tags"]}
+        assert tags[keys.TAG_LABEL] == "vae" and tags[keys.TAG_STATUS] == keys.STATUS_FINISHED
+        run_id = runs[0]["info"]["run_id"]
+
+        listed = json.loads(call(f"{base}/api/2.0/mlflow/artifacts/list?run_id={run_id}"))
+        assert keys.ARTIFACT_SAMPLES in {f["path"] for f in listed["files"]}
+        image = call(f"{base}/get-artifact?path={keys.ARTIFACT_SAMPLES}&run_uuid={run_id}")
+        assert image.startswith(b"\x89PNG")
+        assert f"at {base}" in log.read_text()  # the URL is printed
+
+        server.send_signal(signal.SIGTERM)  # bench ui stops its server group itself
+        assert server.wait(timeout=30) == 0
+        with pytest.raises(ProcessLookupError):
+            os.killpg(server.pid, 0)
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        server.wait(timeout=30)
+
+
+def test_bench_ui_refuses_a_missing_store(tmp_path):
+    missing = tmp_path / "none.db"
+    result = CliRunner().invoke(main, ["ui", "--tracking-uri", f"sqlite:///{missing}"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: no tracking store")
+    assert not missing.exists()
