@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from . import figures, keys
@@ -235,10 +236,22 @@ def _at_a_glance(report: Report) -> str:
         return f"{len(report.variants)} variants; no cell has finished yet. {cells}"
     seeds = len(report.seeds)
     provenance = dict(report.provenance)
-    return (
+    glance = (
         f"{len(report.variants)} variants × {seeds} seed{'s' if seeds != 1 else ''} "
         f"on {provenance['Dataset']}; budget per cell: {provenance['Budget']}. {cells}"
     )
+    description = _suite_description(report.suite_text)
+    return f"{description} {glance}" if description else glance
+
+
+def _suite_description(suite_text: str | None) -> str:
+    """The suite's own description (the author's words on what the run is and is not)."""
+    try:
+        parsed = yaml.safe_load(suite_text or "")
+    except yaml.YAMLError:
+        return ""
+    description = parsed.get("description") if isinstance(parsed, dict) else None
+    return " ".join(str(description).split()) if description else ""
 
 
 def _keys_with_several_steps(histories: pd.DataFrame) -> set[str]:
