@@ -48,6 +48,13 @@ def user_errors(command):
     return wrapper
 
 
+tracking_uri_option = click.option(
+    "--tracking-uri",
+    default=None,
+    help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db in this folder).",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main():
     """Benchmark VAEs, GANs and VAE-GANs on the same data, budget and metrics."""
@@ -71,12 +78,7 @@ def validate(suite_file):
 @click.argument("suite_file", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="List the cells that would run, run nothing.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option(
-    "--tracking-uri",
-    default=None,
-    help="MLflow store (default: MLFLOW_TRACKING_URI "
-    "or sqlite:///mlflow.db in the current folder).",
-)
+@tracking_uri_option
 @click.option(
     "--data-root",
     default=None,
@@ -178,17 +180,10 @@ def list_models():
     type=click.Path(file_okay=False),
     help="Output folder (default: reports/<suite name>/).",
 )
-@click.option(
-    "--tracking-uri",
-    default=None,
-    help="MLflow store (default: MLFLOW_TRACKING_URI "
-    "or sqlite:///mlflow.db in the current folder).",
-)
+@tracking_uri_option
 @user_errors
 def report(suite, output_format, out, tracking_uri):
     """Render a comparison report of SUITE (a suite file or its experiment name) from MLflow."""
-    from pathlib import Path
-
     from .render import FORMATS, write_report
     from .report import load_report
 
@@ -212,12 +207,7 @@ def report(suite, output_format, out, tracking_uri):
     show_default=True,
     help="Interface to bind; 0.0.0.0 exposes the UI to the network.",
 )
-@click.option(
-    "--tracking-uri",
-    default=None,
-    help="MLflow store (default: MLFLOW_TRACKING_URI "
-    "or sqlite:///mlflow.db in the current folder).",
-)
+@tracking_uri_option
 @user_errors
 def ui(port, host, tracking_uri):
     """Start the MLflow UI on the tracking store the runs used, and print its URL."""

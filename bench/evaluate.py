@@ -12,6 +12,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -46,12 +47,15 @@ class Evaluator:
             spaces.append("inception")
         return spaces
 
+    @cached_property
+    def eval_digest(self) -> str:
+        """Content hash of the evaluation images, computed once per suite (not per cell)."""
+        return hashlib.sha256(self.data.eval.images.numpy().tobytes()).hexdigest()[:12]
+
     def real_cache_name(self, space: str) -> str:
         """Identifies the real statistics: dataset, split, exact images, extractor."""
-        images = self.data.eval.images
-        digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:12]
         extractor = self.classifier_path.stem if space == "domain" else "inception-v3-compat"
-        return f"{self.data.name}-{len(images)}-{digest}-{extractor}"
+        return f"{self.data.name}-{len(self.data.eval.images)}-{self.eval_digest}-{extractor}"
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
