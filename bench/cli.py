@@ -99,14 +99,74 @@ def validate(suite_file):
     help="Where interrupted cells resume from: <dir>/<suite>/<cell id>/ "
     f"(default: {DEFAULT_ROOT}).",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default=None,
+    help="Override the suite's compute.precision (bf16: train steps under bfloat16 autocast).",
+)
+@click.option(
+    "--compile/--no-compile",
+    "compile_networks",
+    default=None,
+    help="Override the suite's compute.compile (torch.compile the networks for training).",
+)
+@click.option(
+    "--parallel",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Cells run at once on this machine, each in its own process (local executor).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: every cell a Ray task (needs the 'ray' extra; see README).",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster to use with --executor ray (default: start a local Ray instance).",
+)
+@click.option(
+    "--gpus-per-cell",
+    default=None,
+    type=click.FloatRange(0, None),
+    help="GPUs each Ray task asks for (default 0.25 when the cluster has GPUs, else 0).",
+)
 @user_errors
-def run(suite_file, dry_run, device, tracking_uri, data_root, rerun, progress, checkpoint_dir):
+def run(
+    suite_file,
+    dry_run,
+    device,
+    tracking_uri,
+    data_root,
+    rerun,
+    progress,
+    checkpoint_dir,
+    precision,
+    compile_networks,
+    parallel,
+    executor,
+    address,
+    gpus_per_cell,
+):
     """Train and evaluate every variant x seed of SUITE_FILE, tracked in MLflow.
 
     Finished cells are skipped; an interrupted cell resumes from its last checkpoint. Exit status:
     0 all cells finished, 1 a cell failed (the others still ran), 2 a user error, 130 / 143
     stopped by Ctrl-C / SIGTERM (rerun the same command to resume)."""
     suite = load_suite(suite_file)
+    overrides = {"precision": precision, "compile": compile_networks}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if overrides:
+        suite = suite.model_copy(update={"compute": suite.compute.model_copy(update=overrides)})
+    if executor != "ray" and (address or gpus_per_cell is not None):
+        raise SuiteError("--address and --gpus-per-cell apply to --executor ray only")
+    if executor == "ray" and parallel > 1:
+        raise SuiteError("--parallel is for the local executor; Ray schedules by --gpus-per-cell")
     if dry_run:
         cells = expand(suite)
         click.echo(f"suite {suite.name}: {len(cells)} cells")
@@ -123,8 +183,15 @@ def run(suite_file, dry_run, device, tracking_uri, data_root, rerun, progress, c
         ("--tracking-uri", tracking_uri),
         ("--data-root", data_root),
         ("--checkpoint-dir", checkpoint_dir),
+        ("--precision", precision),
+        ("--parallel", str(parallel) if parallel > 1 else None),
+        ("--executor", executor if executor != "local" else None),
+        ("--address", address),
+        ("--gpus-per-cell", None if gpus_per_cell is None else str(gpus_per_cell)),
     ):
         again += [option, value] if value else []
+    if compile_networks is not None:
+        again.append("--compile" if compile_networks else "--no-compile")
     again = shlex.join(again)
     try:
         summary = run_suite(
@@ -137,15 +204,18 @@ def run(suite_file, dry_run, device, tracking_uri, data_root, rerun, progress, c
             echo=click.echo,
             suite_text=Path(suite_file).read_text(),
             checkpoint_dir=checkpoint_dir,
+            parallel=parallel,
+            executor=executor,
+            ray_address=address,
+            gpus_per_cell=gpus_per_cell,
         )
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the first cell started
         click.echo(f'interrupted: rerun "{again}" to resume from the last checkpoints', err=True)
         sys.exit(EXIT_INTERRUPTED["SIGINT"])
     if summary.interrupted:
+        steps = sorted(set(summary.interrupted_at.values()))
         where = (
-            f"resume from step {summary.resume_step}"
-            if summary.resume_step is not None
-            else "run the remaining cells"
+            f"resume from step {', '.join(map(str, steps))}" if steps else "run the remaining cells"
         )
         click.echo(f'interrupted: rerun "{again}" to {where}', err=True)
         sys.exit(EXIT_INTERRUPTED.get(summary.interrupted, EXIT_FAILED_CELLS))

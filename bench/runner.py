@@ -26,7 +26,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -35,7 +35,7 @@ from torchvision.utils import save_image
 
 import models
 
-from . import checkpoint, evaluate, keys, provenance, tracking
+from . import checkpoint, domain, evaluate, keys, provenance, tracking
 from .data import ENV_ROOT, DatasetNotFound, ImageData, load_dataset, to_model_range, to_unit_range
 from .suite import Cell, EvaluationConfig, Suite, SuiteError, expand
 from .train import Diverged, Interrupted, steps_per_epoch, total_steps, train
@@ -47,13 +47,32 @@ class Summary:
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     interrupted: str | None = None  # the signal ("SIGINT", "SIGTERM") that stopped the suite
-    interrupted_cell: str | None = None  # None: stopped between cells
-    resume_step: int | None = None  # where the interrupted cell resumes
-    not_run: list[str] = field(default_factory=list)  # cells after an interruption
+    interrupted_at: dict[str, int] = field(default_factory=dict)  # cell -> step it resumes from
+    not_run: list[str] = field(default_factory=list)  # cells never started (interruption)
 
     @property
     def ok(self) -> bool:
         return not self.failed and self.interrupted is None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one cell's attempt ended: finished (no reason), failed (reason), or interrupted by a
+    signal at a step (a checkpoint was saved there)."""
+
+    reason: str | None = None
+    interrupted: str | None = None
+    step: int | None = None
+
+
+def record(summary: Summary, cell: Cell, outcome: Outcome) -> None:
+    if outcome.interrupted is not None:
+        summary.interrupted = summary.interrupted or outcome.interrupted
+        summary.interrupted_at[cell.name] = outcome.step
+    elif outcome.reason is None:
+        summary.finished.append(cell.name)
+    else:
+        summary.failed.append((cell.name, outcome.reason))
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -160,7 +179,7 @@ def stop_on_signals(echo) -> Iterator[StopSignal]:
 
 @dataclass
 class SuiteContext:
-    """What every cell of one suite run shares."""
+    """What every cell of one suite run shares, in one process."""
 
     client: object
     experiment: str
@@ -175,6 +194,54 @@ class SuiteContext:
     stop: StopSignal | None = None
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a process needs to rebuild a suite run's SuiteContext: the main process, a
+    `--parallel` worker or a Ray worker (picklable; paths absolute)."""
+
+    suite: Suite
+    suite_text: str
+    tracking_uri: str
+    device: str
+    data_root: str | None
+    checkpoint_root: str
+    rerun: bool
+    cache_dir: str | None = None  # None: the worker's own default (BENCH_CACHE_DIR, ~/.cache)
+    # (file name, bytes) of the main process's domain classifier: installed into a worker's cache
+    # when missing there, so every machine measures with the very same network
+    classifier: tuple[str, bytes] | None = None
+
+
+def build_context(
+    settings: RunSettings, echo, progress: bool, client=None, data: ImageData | None = None
+) -> SuiteContext:
+    suite = settings.suite
+    target = select_device(settings.device)
+    data = data if data is not None else load_suite_data(suite, settings.data_root)
+    client = client if client is not None else tracking.connect(settings.tracking_uri)
+    cache_dir = Path(settings.cache_dir) if settings.cache_dir else domain.default_cache_dir()
+    if settings.classifier is not None:
+        domain.install_classifier(cache_dir / settings.classifier[0], settings.classifier[1])
+    evaluator = evaluate.prepare(
+        data, suite.dataset, suite.evaluation, target, settings.data_root, cache_dir, log=echo
+    )
+    return SuiteContext(
+        client=client,
+        experiment=tracking.experiment_id(client, suite.name),
+        evaluator=evaluator,
+        train_images=to_model_range(data.train.images, target),
+        tags=provenance.tags(target),
+        suite_text=settings.suite_text,
+        progress=progress,
+        checkpoint_root=Path(settings.checkpoint_root),
+        rerun=settings.rerun,
+        echo=echo,
+    )
+
+
+EXECUTORS = ("local", "ray")
+
+
 def run_suite(
     suite: Suite,
     tracking_uri: str | None = None,
@@ -185,78 +252,128 @@ def run_suite(
     echo=print,
     suite_text: str | None = None,
     checkpoint_dir: str | Path | None = None,
+    parallel: int = 1,
+    executor: str = "local",
+    ray_address: str | None = None,
+    gpus_per_cell: float | None = None,
+    ray_init: dict | None = None,
 ) -> Summary:
+    """Run every cell of `suite`: one after another (parallel=1), in `parallel` worker processes
+    on this machine (bench/parallel.py), or as Ray tasks (executor="ray", bench/ray_executor.py;
+    ray_address None starts a local Ray instance, ray_init adds keyword arguments to ray.init)."""
+    if executor not in EXECUTORS:
+        raise SuiteError(f"--executor {executor!r} is unknown; use one of {', '.join(EXECUTORS)}")
+    if parallel < 1:
+        raise SuiteError(f"--parallel {parallel} must be at least 1")
     cells = expand(suite)
-    target = select_device(device)
+    # Ray workers choose their device themselves (the driver may have no GPU)
+    target = select_device(device if executor == "local" else "auto")
     data = load_suite_data(suite, data_root)
     check_inception_weights(suite.evaluation)
-    checkpoint_root = Path(checkpoint_dir or checkpoint.DEFAULT_ROOT)
+    checkpoint_root = Path(checkpoint_dir or checkpoint.DEFAULT_ROOT).resolve()
     checkpoint.check_writable(checkpoint_root)
+    if executor == "ray":
+        from . import ray_executor
+
+        ray_executor.check_installed()
     with checkpoint.suite_lock(checkpoint_root, suite.name):
         # Every input the user can get wrong is checked by now: only from here on is the store
         # touched.
         client = tracking.connect(tracking_uri)
+        how = f"{parallel} processes on {target}" if parallel > 1 else str(target)
+        if executor == "ray":
+            how = f"Ray ({ray_address or 'local instance'})"
         echo(
-            f"suite {suite.name}: {len(cells)} cells on {target}, {data.name} from {data.source} "
+            f"suite {suite.name}: {len(cells)} cells on {how}, {data.name} from {data.source} "
             f"({len(data.train.images)} train / {len(data.eval.images)} eval images), "
             f"tracking {client.tracking_uri}"
         )
-        evaluator = evaluate.prepare(
-            data, suite.dataset, suite.evaluation, target, data_root, log=echo
+        settings = RunSettings(
+            suite=suite,
+            suite_text=suite_text or yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False),
+            tracking_uri=tracking.absolute_uri(client.tracking_uri),
+            device=str(target),
+            data_root=str(Path(data_root).resolve()) if data_root else None,
+            checkpoint_root=str(checkpoint_root),
+            rerun=rerun,
+            cache_dir=str(domain.default_cache_dir().resolve()),
         )
-        experiment = tracking.experiment_id(client, suite.name)
+        context = build_context(settings, echo, progress, client=client, data=data)
+        evaluator = context.evaluator
         echo(
             f"evaluation: {suite.evaluation.num_samples} samples vs {len(data.eval.images)} "
             f"{suite.dataset.eval_split} images; feature spaces: {', '.join(evaluator.spaces)} "
             f"(domain classifier test accuracy {evaluator.classifier_accuracy:.4f})"
         )
-        context = SuiteContext(
-            client=client,
-            experiment=experiment,
-            evaluator=evaluator,
-            train_images=to_model_range(data.train.images, target),
-            tags=provenance.tags(target),
-            suite_text=suite_text or yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False),
-            progress=progress,
-            checkpoint_root=checkpoint_root,
-            rerun=rerun,
-            echo=echo,
-        )
-        summary = run_cells(cells, context)
+        summary = Summary()
+        todo = pending(cells, context, summary)
+        if executor == "ray":
+            settings = replace(
+                settings,
+                device=device,
+                cache_dir=None,
+                classifier=(evaluator.classifier_path.name, evaluator.classifier_path.read_bytes()),
+            )
+            ray_executor.run_cells(
+                todo, summary, context, settings, ray_address, gpus_per_cell, ray_init or {}
+            )
+        elif parallel > 1 and len(todo) > 1:
+            from . import parallel as local_parallel
+
+            local_parallel.run_cells(todo, summary, context, settings, parallel)
+        else:
+            run_cells(todo, summary, context)
     echo_summary(suite.name, summary, echo)
     return summary
 
 
-def run_cells(cells: list[Cell], context: SuiteContext) -> Summary:
-    """Every cell in order; the first SIGINT/SIGTERM ends the loop (see the module docstring)."""
-    client, experiment, echo = context.client, context.experiment, context.echo
-    summary = Summary()
-    with stop_on_signals(echo) as context.stop:
-        for index, cell in enumerate(cells, 1):
-            prefix = f"[{index}/{len(cells)}] {cell.name}"
+def pending(cells: list[Cell], context: SuiteContext, summary: Summary) -> list[tuple[str, Cell]]:
+    """(progress prefix, cell) of every cell to run; cells with a finished run are skipped."""
+    todo = []
+    for index, cell in enumerate(cells, 1):
+        prefix = f"[{index}/{len(cells)}] {cell.name}"
+        if not context.rerun and tracking.finished_run(context.client, context.experiment, cell.id):
+            context.echo(
+                f"{prefix}: skipped, finished run exists for cell {cell.id} (--rerun to redo)"
+            )
+            summary.skipped.append(cell.name)
+        else:
+            todo.append((prefix, cell))
+    return todo
+
+
+def execute(cell: Cell, context: SuiteContext, prefix: str) -> Outcome:
+    """Run one cell in this process (any executor's worker) and say how it ended."""
+    try:
+        reason = run_cell(cell, context, prefix)
+    except Interrupted as err:
+        context.echo(f"{prefix}: {err}, checkpoint saved")
+        return Outcome(interrupted=err.reason, step=err.step)
+    context.echo(f"{prefix}: finished" if reason is None else f"{prefix}: FAILED: {reason}")
+    return Outcome(reason=reason)
+
+
+def run_cells(todo: list[tuple[str, Cell]], summary: Summary, context: SuiteContext) -> None:
+    """Every cell in order in this process; the first SIGINT/SIGTERM ends the loop (see the
+    module docstring)."""
+    with stop_on_signals(context.echo) as context.stop:
+        for position, (prefix, cell) in enumerate(todo):
             if context.stop.received:
                 summary.interrupted = context.stop.received
-                summary.not_run += [c.name for c in cells[index - 1 :]]
-                break
-            if not context.rerun and tracking.finished_run(client, experiment, cell.id):
-                echo(f"{prefix}: skipped, finished run exists for cell {cell.id} (--rerun to redo)")
-                summary.skipped.append(cell.name)
-                continue
-            try:
-                reason = run_cell(cell, context, prefix)
-            except Interrupted as err:
-                echo(f"{prefix}: {err}, checkpoint saved")
-                summary.interrupted, summary.resume_step = err.reason, err.step
-                summary.interrupted_cell = cell.name
-                summary.not_run += [c.name for c in cells[index:]]
-                break
-            if reason is None:
-                summary.finished.append(cell.name)
-                echo(f"{prefix}: finished")
-            else:
-                summary.failed.append((cell.name, reason))
-                echo(f"{prefix}: FAILED: {reason}")
-    return summary
+                summary.not_run += [c.name for _, c in todo[position:]]
+                return
+            outcome = execute(cell, context, prefix)
+            record(summary, cell, outcome)
+            if outcome.interrupted is not None:
+                summary.not_run += [c.name for _, c in todo[position + 1 :]]
+                return
+
+
+def fail_lost_cell(context: SuiteContext, cell: Cell, reason: str) -> None:
+    """End the runs a lost worker left RUNNING for `cell` as failed (its checkpoint stays, but a
+    failed run starts over on the next `bench run`)."""
+    for run in tracking.running_runs(context.client, context.experiment, cell.id):
+        tracking.fail(context.client, run.info.run_id, reason)
 
 
 def echo_summary(name: str, summary: Summary, echo) -> None:
@@ -266,8 +383,8 @@ def echo_summary(name: str, summary: Summary, echo) -> None:
     )
     if summary.interrupted:
         counts += f", {len(summary.not_run)} not run: interrupted by {summary.interrupted}"
-    if summary.interrupted_cell:
-        counts += f" in {summary.interrupted_cell} at step {summary.resume_step}"
+    for name, step in summary.interrupted_at.items():
+        counts += f"; {name} resumes from step {step}"
     echo(counts)
     for title, names in (
         ("finished", summary.finished),
@@ -338,6 +455,8 @@ def run_cell(cell: Cell, context: SuiteContext, description: str) -> str | None:
             budget.hparams(),
             evaluator.device,
         )
+        if cell.compute.compile:
+            model.compile_networks()
         num_steps = total_steps(len(train_images), budget.batch_size, budget.epochs, budget.steps)
 
         def log_losses(step: int, means: dict[str, float]) -> None:
@@ -379,6 +498,7 @@ def run_cell(cell: Cell, context: SuiteContext, description: str) -> str | None:
             checkpoint=(budget.checkpoint_every, save_checkpoint),
             resume=resume,
             stop_requested=context.stop,
+            precision=cell.compute.precision,
         )
         metrics, images = evaluate.evaluate(model, evaluator, cell.seed)
         tracking.log_metrics(client, run_id, metrics, num_steps)

@@ -89,6 +89,16 @@ class BudgetConfig(Strict):
         )
 
 
+class ComputeConfig(Strict):
+    """How the training steps run. Part of a cell's id unless at the defaults (fp32, eager), so
+    cells run before these switches existed keep their ids."""
+
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: train steps under bfloat16 autocast (weights stay float32)"
+    )
+    compile: bool = Field(False, description="torch.compile the networks for training")
+
+
 class EvaluationConfig(Strict):
     num_samples: int = Field(10000, gt=0, description="generated images per metric")
     batch_size: int = Field(500, gt=0)
@@ -122,6 +132,7 @@ class Suite(Strict):
     budget: BudgetConfig
     seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(..., min_length=1)
     evaluation: EvaluationConfig = EvaluationConfig()
+    compute: ComputeConfig = ComputeConfig()
     models: list[VariantConfig] = Field(..., min_length=1)
 
     @field_validator("name")
@@ -154,10 +165,14 @@ class Cell:
     evaluation: EvaluationConfig
     variant: Variant
     seed: int
+    compute: ComputeConfig = ComputeConfig()
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration that defines this cell (and its id)."""
         dataset = self.dataset.model_dump(exclude={"root"})  # where the files live is not identity
+        compute = {}
+        if self.compute != ComputeConfig():
+            compute["compute"] = self.compute.model_dump()
         return {
             "dataset": dataset,
             # how often it logs and checkpoints does not change what a cell computes
@@ -167,7 +182,7 @@ class Cell:
             "options": self.variant.options,
             "seed": self.seed,
             "code_version": CODE_VERSION,
-        }
+        } | compute
 
     @property
     def id(self) -> str:
@@ -249,6 +264,7 @@ SECTIONS = {
     "dataset": DatasetConfig,
     "budget": BudgetConfig,
     "evaluation": EvaluationConfig,
+    "compute": ComputeConfig,
     "models": VariantConfig,
 }
 
@@ -307,7 +323,9 @@ def _format_label(template: str, chosen: dict[str, Any], where: str) -> str:
 def expand(suite: Suite) -> list[Cell]:
     """Every variant x seed, variants in file order, seeds in file order within a variant."""
     return [
-        Cell(suite.name, suite.dataset, suite.budget, suite.evaluation, variant, seed)
+        Cell(
+            suite.name, suite.dataset, suite.budget, suite.evaluation, variant, seed, suite.compute
+        )
         for variant in variants(suite)
         for seed in suite.seeds
     ]

@@ -31,6 +31,16 @@ def resolve_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def absolute_uri(uri: str) -> str:
+    """The same store named independently of the working directory (other processes, Ray workers
+    started elsewhere): relative SQLite and file paths made absolute; servers unchanged."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    if "://" not in uri:  # a plain folder: MLflow's file store
+        return str(Path(uri).resolve())
+    return uri
+
+
 def connect(uri: str | None = None) -> MlflowClient:
     """A client for the store, checked to answer before anything is written to it. A server that
     does not answer fails within SERVER_PROBE_SECONDS instead of after MLflow's minutes of

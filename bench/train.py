@@ -112,8 +112,8 @@ class LossAccumulator:
             if name in self.sums:
                 self.sums[name] += value
                 self.counts[name] += 1
-            else:
-                self.sums[name] = value.clone()
+            else:  # summed in float32 also when the step ran in bf16
+                self.sums[name] = value.to(torch.float32, copy=True)
                 self.counts[name] = 1
 
     def means(self) -> dict[str, float]:
@@ -151,6 +151,17 @@ def check_finite(step: int, means: dict[str, float], model: torch.nn.Module) -> 
         if not torch.isfinite(tensor).all():
             value = tensor[~torch.isfinite(tensor)].flatten()[0].item()
             raise Diverged(step, f"weight {name}", value)
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The context one train step runs in: bf16 autocast (matmuls and convolutions in bfloat16,
+    reductions and losses in float32, as torch's autocast lists decide), or plain float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def training_state(model, batches: ShuffledBatches, accumulator: LossAccumulator, step: int):
@@ -198,6 +209,7 @@ def train(
     checkpoint: tuple[int, Callable[[int, dict], None]] | None = None,
     resume: dict | None = None,
     stop_requested: Callable[[], str | None] | None = None,
+    precision: str = "fp32",
 ) -> TrainResult:
     """Run `num_steps` train steps of `model` on `images` (float, model range, on the device).
 
@@ -208,7 +220,8 @@ def train(
     save(step, state) every `every` steps and after the last, with a `training_state` whose
     weights were just checked to be finite; `resume` is such a state to continue from.
     `stop_requested()` is asked at every step boundary: when it returns a reason, a checkpoint is
-    saved and Interrupted is raised.
+    saved and Interrupted is raised. precision="bf16" runs each train step under bf16 autocast
+    (weights, optimizer state and evaluation stay float32).
     """
     generator = torch.Generator(device=images.device).manual_seed(seed)
     batches = ShuffledBatches(images, batch_size, generator)
@@ -230,7 +243,9 @@ def train(
     )
     try:
         for step in range(first, num_steps + 1):
-            accumulator.add(model.train_step(next(batches)))
+            with autocast(images.device, precision):
+                losses = model.train_step(next(batches))
+            accumulator.add(losses)
             if step % log_every == 0 or step == num_steps:
                 means = accumulator.means()
                 check_finite(step, means, model)

@@ -35,6 +35,18 @@ class GenerativeModel(nn.Module):
             network.parameters(), lr=lr, betas=self.hparams.betas, fused=fused or None
         )
 
+    def compile_networks(self) -> None:
+        """torch.compile each network's forward in place (names and state dict unchanged), so
+        training steps run compiled graphs. Sampling and encoding for evaluation stay eager
+        (`decode`, `encode`): evaluation batches vary in size and run once, not worth compiling."""
+        # The losses share graphs (models.base.descend takes several gradients through one forward,
+        # retain_graph=True), which compiled backward functions with donated buffers refuse.
+        torch._functorch.config.donated_buffer = False
+        for network in self.children():
+            network.compile()
+            if hasattr(network, "features"):  # Dis_l: compiled too, so that batch-norm buffer
+                network.features = torch.compile(network.features)  # updates stay in one world
+
     def prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """z ~ N(0, I)."""
         return torch.randn(n, self.latent_dim, generator=generator, device=self.device)
@@ -45,7 +57,8 @@ class GenerativeModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self.decoder(z.to(self.device))
+            with torch.compiler.set_stance("force_eager"):
+                return self.decoder(z.to(self.device))
         finally:
             self.train(was_training)
 
@@ -60,7 +73,8 @@ class GenerativeModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            mu, _ = self.encoder(x.to(self.device))
+            with torch.compiler.set_stance("force_eager"):
+                mu, _ = self.encoder(x.to(self.device))
             return mu
         finally:
             self.train(was_training)

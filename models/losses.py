@@ -49,11 +49,14 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) 
     """E[(||grad C(x_hat)||_2 - 1)^2], x_hat = eps * real + (1 - eps) * fake, eps ~ U[0, 1].
 
     Multiply by lambda (10 in the paper) at the call site. The graph is kept (create_graph) so the
-    penalty trains the critic.
+    penalty trains the critic. The critic runs eagerly here even when compiled (torch.compile's
+    graphs do not support the double backward the penalty needs); it is the same module and weights.
     """
     eps = torch.rand(real.size(0), *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    with torch.compiler.set_stance("force_eager"):
+        scores = critic(x_hat)
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
     return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
 
 
