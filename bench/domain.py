@@ -200,6 +200,23 @@ def read_classifier(path: str | Path) -> tuple[DomainClassifier, float]:
     return classifier.eval(), float(saved["accuracy"])
 
 
+def install_classifier(path: Path, content: bytes) -> None:
+    """Put a classifier file received from another machine (the main process of a distributed
+    run) at `path` unless one is there already; atomic like save_classifier."""
+    if path.is_file():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    read_classifier(path)  # a truncated or foreign file fails here, not in the metrics
+
+
 def save_classifier(
     classifier: DomainClassifier, accuracy: float, recipe: dict, path: Path
 ) -> None:
