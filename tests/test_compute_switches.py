@@ -7,7 +7,8 @@ initial weights and batches:
   convolution, and a GAN's losses amplify such differences step by step; measured worst case on
   this machine: 0.07 (VAE-GAN, Dis_l reconstruction, BCE). The test also checks that the bf16 path
   does differ, i.e. that autocast really ran.
-- torch.compile: 1e-4 (the same float32 arithmetic, fused and reordered; measured < 1e-5).
+- torch.compile: 1e-3 (the same float32 arithmetic, fused and reordered, whose rounding
+  differences GAN training amplifies; measured up to 1.1e-4 (dcgan-bce) with a cold compile cache).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from bench.suite import ComputeConfig, expand, load_suite
 from bench.train import train
 
 BF16_TOLERANCE = 0.15
-COMPILE_TOLERANCE = 1e-4
+COMPILE_TOLERANCE = 1e-3
 STEPS = 6
 
 VARIANTS = {
