@@ -12,6 +12,11 @@ $XDG_CACHE_HOME/bench, else ~/.cache/bench), a dict {"state_dict", "image_shape"
 "width", "accuracy", "recipe"}, readable with torch.load(..., weights_only=True). The fingerprint is
 content hash of both splits, so the same images give the same file whatever folder they came
 from; "v1" names the architecture and training recipe: bump it when either changes.
+
+One pass per image: `extract` runs the classifier once over uint8 images and returns both the
+features (FID/KID/precision/recall, bench/fidelity.py) and the logits (predicted classes, mode
+coverage), with the very conversion and batching torch-fidelity's "bench-domain" extractor uses,
+so its features are the numbers torch-fidelity would compute.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -90,8 +96,58 @@ class DomainClassifier(nn.Module):
         """Penultimate-layer activations (N, 128): the domain feature space."""
         return self.body(x)
 
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both outputs of one pass through the body: the logits are the head on the features."""
+        features = self.features(x)
+        return features, self.head(self.dropout(features))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.features(x)))
+        return self.features_and_logits(x)[1]
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [0, 1], the classifier's input: the one conversion both `extract`
+    and the torch-fidelity extractor use, so that their features are the same numbers."""
+    return images.float().div(255.0)
+
+
+def check_input(images: torch.Tensor, image_shape: tuple[int, int, int]) -> None:
+    if not (torch.is_tensor(images) and images.dtype == torch.uint8):
+        raise ValueError("the domain feature extractor expects uint8 image tensors")
+    if tuple(images.shape[1:]) != tuple(image_shape):
+        raise ValueError(
+            f"images of shape {tuple(images.shape[1:])} given to a domain classifier trained on "
+            f"{tuple(image_shape)}"
+        )
+
+
+class Extracted(NamedTuple):
+    features: torch.Tensor  # (N, FEATURE_DIM) float32, CPU
+    logits: torch.Tensor  # (N, num_classes) float32, CPU
+
+
+@torch.no_grad()
+def extract(
+    classifier: DomainClassifier,
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device | str,
+) -> Extracted:
+    """Features and logits of uint8 (N, C, H, W) images from ONE forward pass per image, in
+    batches of `batch_size` on `device`: the same batches, conversion and float32 output as
+    torch-fidelity's "bench-domain" extractor (DomainFeatureExtractor), hence the same features.
+
+    The classifier must be in eval mode (batch norm statistics and no dropout, as torch-fidelity
+    puts its extractor)."""
+    if classifier.training:
+        raise ValueError("extract needs the classifier in eval mode (classifier.eval())")
+    check_input(images, classifier.image_shape)
+    features, logits = [], []
+    for batch in images.split(batch_size):
+        batch_features, batch_logits = classifier.features_and_logits(to_input(batch.to(device)))
+        features.append(batch_features.float().cpu())
+        logits.append(batch_logits.float().cpu())
+    return Extracted(torch.cat(features), torch.cat(logits))
 
 
 def load_or_train(
@@ -220,8 +276,7 @@ def install_classifier(path: Path, content: bytes) -> None:
 def save_classifier(
     classifier: DomainClassifier, accuracy: float, recipe: dict, path: Path
 ) -> None:
-    """Temp file in the same folder, then os.replace: a reader (another suite running in
-    parallel, or an interrupted run) never sees half a file."""
+    """Write the classifier and its accuracy to the cache, atomically (atomic_save)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "state_dict": {k: v.detach().cpu() for k, v in classifier.state_dict().items()},
@@ -231,6 +286,12 @@ def save_classifier(
         "accuracy": accuracy,
         "recipe": recipe,
     }
+    atomic_save(payload, path)
+
+
+def atomic_save(payload, path: Path) -> None:
+    """torch.save to a temp file in the same folder, then os.replace: a reader (another suite
+    running in parallel, or an interrupted run) never sees half a file."""
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as f:
@@ -273,17 +334,9 @@ class DomainFeatureExtractor(FeatureExtractorBase):
         return False
 
     def forward(self, x):
-        if not (torch.is_tensor(x) and x.dtype == torch.uint8):
-            raise ValueError("the domain feature extractor expects uint8 image tensors")
-        if tuple(x.shape[1:]) != self.classifier.image_shape:
-            raise ValueError(
-                f"images of shape {tuple(x.shape[1:])} given to a domain classifier trained on "
-                f"{self.classifier.image_shape}"
-            )
-        features = self.classifier.features(x.float().div(255.0))
-        computed = {"features": features}
-        if "logits" in self.features_list:
-            computed["logits"] = self.classifier.head(features)  # eval mode: dropout is identity
+        check_input(x, self.classifier.image_shape)
+        features, logits = self.classifier.features_and_logits(to_input(x))
+        computed = {"features": features, "logits": logits}
         return tuple(computed[name].float() for name in self.features_list)
 
 

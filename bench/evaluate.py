@@ -4,6 +4,11 @@
 classifier, the Inception weights if any); `evaluate` measures one model and returns its metrics
 under the keys of bench/keys.py, plus the images to log. Metrics that do not apply (no encoder,
 no Inception weights) are absent, never zero or NaN.
+
+The domain classifier sees each generated image once per evaluation: one pass gives its features
+(domain FID/KID/precision/recall) and its logits (predicted class, mode coverage). The real
+images' domain features are extracted once per dataset and classifier (a disk cache shared by
+suites and runs) and held by the Evaluator for every cell of the suite.
 """
 
 from __future__ import annotations
@@ -68,14 +73,18 @@ class Evaluator:
             ]
         )
 
-    @torch.no_grad()
-    def classify(self, images: torch.Tensor) -> torch.Tensor:
-        batch = self.config.batch_size
-        return torch.cat(
-            [
-                self.classifier(to_unit_range(images[i : i + batch].to(self.device))).argmax(1)
-                for i in range(0, len(images), batch)
-            ]
+    @cached_property
+    def real_domain_features(self) -> torch.Tensor:
+        """Domain features of the evaluation images: read from the disk cache (extracted and
+        written there the first time), then kept here for the suite's later cells."""
+        return fidelity.real_domain_features(
+            self.data.eval.images,
+            self.classifier,
+            self.classifier_path,
+            self.real_cache_name("domain"),
+            self.config.batch_size,
+            self.device,
+            self.cache_dir,
         )
 
 
@@ -185,24 +194,37 @@ def evaluate(model, evaluator: Evaluator, seed: int, cheap: bool = False):
     fake = generate(model, config.num_samples, config.batch_size, seed)
     fake_uint8 = to_uint8(fake)
     real_uint8 = evaluator.data.eval.images
+    # the one pass of the domain classifier over the samples: features and logits
+    fake_domain = domain.extract(
+        evaluator.classifier, fake_uint8, config.batch_size, evaluator.device
+    )
+    kid_subset_size = min(1000, config.num_samples, len(real_uint8))
     for space in evaluator.spaces if not cheap else ["domain"]:
-        metrics |= fidelity.fidelity_metrics(
-            fake_uint8,
-            real_uint8,
-            space,
-            evaluator.real_cache_name(space),
-            batch_size=config.batch_size,
-            device=evaluator.device,
-            domain_weights=evaluator.classifier_path,
-            inception_weights=evaluator.inception_weights,
-            kid_subset_size=min(1000, config.num_samples, len(real_uint8)),
-            cache_dir=evaluator.cache_dir,
-            prc=not cheap,
-        )
+        if space == "domain":
+            metrics |= fidelity.feature_metrics(
+                space,
+                fake_domain.features,
+                evaluator.real_domain_features,
+                kid_subset_size,
+                prc=not cheap,
+            )
+        else:  # Inception: another network, through torch-fidelity's calculate_metrics
+            metrics |= fidelity.fidelity_metrics(
+                fake_uint8,
+                real_uint8,
+                space,
+                evaluator.real_cache_name(space),
+                batch_size=config.batch_size,
+                device=evaluator.device,
+                inception_weights=evaluator.inception_weights,
+                kid_subset_size=kid_subset_size,
+                cache_dir=evaluator.cache_dir,
+                prc=not cheap,
+            )
     if model.has_encoder:
         metrics[keys.RECON_MSE] = recon_mse(model, evaluator.eval_images, config.batch_size)
     covered, kl = mode_coverage(
-        evaluator.classify(fake), evaluator.data.eval.labels, evaluator.data.num_classes
+        fake_domain.logits.argmax(1), evaluator.data.eval.labels, evaluator.data.num_classes
     )
     metrics[keys.MODES_COVERED] = covered
     metrics[keys.CLASS_KL] = kl

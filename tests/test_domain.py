@@ -105,6 +105,45 @@ def test_extractor_built_by_torch_fidelity_matches_the_classifier(synthetic, tra
         extractor(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
 
 
+def test_one_pass_gives_the_extractors_features_and_logits(synthetic, trained):
+    """domain.extract (what an evaluation runs on its samples) returns, from one pass through the
+    body per image, exactly what torch-fidelity's extractor gives for features and logits."""
+    classifier, _, cache_dir, _ = trained
+    path = domain.cache_path(synthetic.name, synthetic.fingerprint, cache_dir)
+    extractor = create_feature_extractor(
+        domain.EXTRACTOR_NAME,
+        ["features", "logits"],
+        cuda=False,
+        feature_extractor_weights_path=str(path),
+        verbose=False,
+    )
+    images = synthetic.eval.images[:50]
+    seen = []
+    hook = classifier.body.register_forward_hook(lambda module, x, out: seen.append(len(out)))
+    try:
+        extracted = domain.extract(classifier, images, batch_size=16, device="cpu")
+    finally:
+        hook.remove()
+    assert seen == [16, 16, 16, 2]  # each image once, in batches of batch_size
+    with torch.no_grad():
+        features, logits = zip(*(extractor(batch) for batch in images.split(16)), strict=True)
+    assert torch.equal(extracted.features, torch.cat(features))
+    assert torch.equal(extracted.logits, torch.cat(logits))
+    assert extracted.features.dtype == extracted.logits.dtype == torch.float32
+    assert extracted.logits.shape == (50, synthetic.num_classes)
+
+    with pytest.raises(ValueError, match="uint8"):
+        domain.extract(classifier, images.float(), 16, "cpu")
+    with pytest.raises(ValueError, match="trained on"):
+        domain.extract(classifier, torch.zeros(2, 3, 32, 32, dtype=torch.uint8), 16, "cpu")
+    classifier.train()
+    try:
+        with pytest.raises(ValueError, match="eval mode"):
+            domain.extract(classifier, images, 16, "cpu")
+    finally:
+        classifier.eval()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION_ROOT.is_dir(), reason=f"Fashion-MNIST not in {FASHION_ROOT}")
 def test_fashion_mnist_classifier_and_domain_fid(tmp_path):

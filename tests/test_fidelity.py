@@ -1,5 +1,6 @@
-"""fidelity_metrics: the same numbers as torch-fidelity itself, the real side cached once, the
-Inception path, and where the Inception weights are looked for. All offline, synthetic data."""
+"""fidelity_metrics and feature_metrics: the same numbers as torch-fidelity's calculate_metrics,
+the real side extracted once then read from the cache, the Inception path, and where the
+Inception weights are looked for. All offline, synthetic data."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 import torch_fidelity
 import torch_fidelity.feature_extractor_inceptionv3 as inception_module
 from torch.utils.data import Dataset
+from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from bench import domain, fidelity, keys
 
@@ -55,10 +57,9 @@ def domain_metrics(fake, real, weights, cache_dir, cache_name="synthetic-test-20
     )
 
 
-# torch-fidelity's default DataLoader starts 4 workers, more than this 2-core machine suggests
-@pytest.mark.filterwarnings("ignore:This DataLoader will create")
-def test_same_numbers_as_torch_fidelity_itself(fake_and_real, classifier_file, tmp_path):
-    fake, real = fake_and_real
+def reference_metrics(fake, real, weights):
+    """torch-fidelity's own numbers: calculate_metrics with the registered "bench-domain"
+    extractor on the uint8 images, nothing cached, under bench.keys names."""
     reference = torch_fidelity.calculate_metrics(
         input1=PlainImages(fake),
         input2=PlainImages(real),
@@ -66,26 +67,74 @@ def test_same_numbers_as_torch_fidelity_itself(fake_and_real, classifier_file, t
         kid=True,
         prc=True,
         feature_extractor=domain.EXTRACTOR_NAME,
-        feature_extractor_weights_path=str(classifier_file),
+        feature_extractor_weights_path=str(weights),
         kid_subset_size=100,
         batch_size=64,
         cuda=False,
         cache=False,
         verbose=False,
     )
-    expected = {
+    return {
         keys.fid_key("domain"): reference[torch_fidelity.KEY_METRIC_FID],
         keys.kid_key("domain"): reference[torch_fidelity.KEY_METRIC_KID_MEAN],
         keys.kid_std_key("domain"): reference[torch_fidelity.KEY_METRIC_KID_STD],
         keys.precision_key("domain"): reference[torch_fidelity.KEY_METRIC_PRECISION],
         keys.recall_key("domain"): reference[torch_fidelity.KEY_METRIC_RECALL],
     }
+
+
+def assert_same_metrics(ours, expected):
+    """The features are bit-identical (checked below) and go through torch-fidelity's own
+    functions, so only float64 rounding could separate the numbers: relative 1e-9 for FID and
+    KID mean/std; precision and recall are fractions of counts and must be equal."""
+    assert ours.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(ours[key], float(value), rtol=1e-9, atol=1e-12, msg=key)
+    for key in (keys.precision_key("domain"), keys.recall_key("domain")):
+        assert ours[key] == expected[key], key
+
+
+# torch-fidelity's default DataLoader starts 4 workers, more than this 2-core machine suggests
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_same_numbers_as_torch_fidelity_itself(fake_and_real, classifier_file, tmp_path):
+    fake, real = fake_and_real
+    expected = reference_metrics(fake, real, classifier_file)
     # first call extracts the real features, the second reads them from the cache
     for _ in range(2):
-        ours = domain_metrics(fake, real, classifier_file, tmp_path)
-        assert ours.keys() == expected.keys()
-        for key, value in expected.items():
-            torch.testing.assert_close(ours[key], float(value), rtol=1e-9, atol=1e-12, msg=key)
+        assert_same_metrics(domain_metrics(fake, real, classifier_file, tmp_path), expected)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_features_from_one_pass_give_torch_fidelitys_features_and_numbers(
+    fake_and_real, classifier_file
+):
+    """The evaluation's path: domain.extract (one pass: features and logits), then
+    feature_metrics, against torch-fidelity extracting with its "bench-domain" extractor and
+    computing the metrics itself. 200 images in batches of 64: the last batch is partial."""
+    fake, real = fake_and_real
+    classifier, _ = domain.read_classifier(classifier_file)
+    extractor = create_feature_extractor(
+        domain.EXTRACTOR_NAME,
+        ["features"],
+        cuda=False,
+        feature_extractor_weights_path=str(classifier_file),
+        verbose=False,
+    )
+    extracted = {}
+    for which, images in (("fake", fake), ("real", real)):
+        ours = domain.extract(classifier, images, batch_size=64, device="cpu")
+        theirs = get_featuresdict_from_dataset(
+            PlainImages(images), extractor, 64, cuda=False, save_cpu_ram=True, verbose=False
+        )["features"]
+        assert ours.features.dtype == theirs.dtype == torch.float32
+        assert torch.equal(ours.features, theirs), which  # bit for bit
+        extracted[which] = ours.features
+
+    metrics = fidelity.feature_metrics("domain", extracted["fake"], extracted["real"], 100)
+    assert_same_metrics(metrics, reference_metrics(fake, real, classifier_file))
+
+    cheap = fidelity.feature_metrics("domain", extracted["fake"], extracted["real"], 100, prc=False)
+    assert cheap == {k: v for k, v in metrics.items() if "precision" not in k and "recall" not in k}
 
 
 def test_fid_is_zero_against_itself_and_grows_with_a_shift(
@@ -102,32 +151,49 @@ def test_fid_is_zero_against_itself_and_grows_with_a_shift(
     assert shifted[keys.kid_key("domain")] > same_distribution[keys.kid_key("domain")]
 
 
+def count_images_through_the_classifier(monkeypatch) -> list[int]:
+    """Batch sizes seen by every DomainClassifier's body (the features), from any path."""
+    batches: list[int] = []
+    features = domain.DomainClassifier.features
+
+    def counting_features(self, x):
+        batches.append(len(x))
+        return features(self, x)
+
+    monkeypatch.setattr(domain.DomainClassifier, "features", counting_features)
+    return batches
+
+
 def test_real_side_is_extracted_once_then_read_from_the_cache(
     synthetic, fake_and_real, classifier_file, tmp_path, monkeypatch, capfd
 ):
     fake, real = fake_and_real
-    batches = []
-    forward = domain.DomainFeatureExtractor.forward
-
-    def counting_forward(self, x):
-        batches.append(len(x))
-        return forward(self, x)
-
-    monkeypatch.setattr(domain.DomainFeatureExtractor, "forward", counting_forward)
+    batches = count_images_through_the_classifier(monkeypatch)
     cache = tmp_path / fidelity.FIDELITY_CACHE_FOLDER
 
-    domain_metrics(fake, real, classifier_file, tmp_path)
+    first = domain_metrics(fake, real, classifier_file, tmp_path)
     assert sum(batches) == len(fake) + len(real)
     files = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
-    assert len(files) == 2  # real features and real FID statistics
-    assert all(p.name.startswith("synthetic-test-200-") for p in files)
+    (path,) = files  # the real features, no temp file left over
+    assert path.name.startswith("synthetic-test-200-")
+    assert path.name.endswith(f"-{domain.EXTRACTOR_NAME}-features.pt")
+    saved = torch.load(path, weights_only=True)
+    assert saved.keys() == {"features"}
+    assert saved["features"].shape == (len(real), domain.FEATURE_DIM)
 
     batches.clear()
     other_fake = synthetic.train.images[200:300]
     domain_metrics(other_fake, real, classifier_file, tmp_path)
     assert sum(batches) == len(other_fake)  # the generated side only
     assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == files
-    assert capfd.readouterr() == ("", "")  # torch-fidelity kept quiet
+    assert capfd.readouterr() == ("", "")  # nothing printed
+
+    # a damaged entry is extracted again (and rewritten), never trusted or fatal
+    path.write_bytes(b"not a torch file")
+    batches.clear()
+    assert domain_metrics(fake, real, classifier_file, tmp_path) == first
+    assert sum(batches) == len(fake) + len(real)
+    assert torch.equal(torch.load(path, weights_only=True)["features"], saved["features"])
 
     # a classifier with other weights must not meet the cached features of the first one
     retrained = tmp_path / "retrained" / classifier_file.name
@@ -139,7 +205,7 @@ def test_real_side_is_extracted_once_then_read_from_the_cache(
     batches.clear()
     domain_metrics(fake, real, retrained, tmp_path)
     assert sum(batches) == len(fake) + len(real)
-    assert len(list(cache.iterdir())) == 4
+    assert len(list(cache.iterdir())) == 2
 
 
 def test_precision_recall_can_be_left_out(fake_and_real, classifier_file, tmp_path):

@@ -189,3 +189,88 @@ def test_evaluation_without_an_encoder_skips_encoder_metrics(synthetic_evaluator
     assert all(math.isfinite(v) for v in metrics.values())
     strips = images["interpolation"]
     assert strips.shape[1] == synthetic_evaluator.config.interp_steps + 1
+
+
+@pytest.fixture
+def fresh_evaluator(synthetic_evaluator):
+    """The suite's evaluator as a later cell or run meets it: the real side's features in the
+    disk cache (warmed here), nothing held in memory."""
+    import dataclasses
+
+    assert synthetic_evaluator.real_domain_features is not None  # extracted and cached once
+    return dataclasses.replace(synthetic_evaluator)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_each_generated_image_goes_through_the_domain_classifier_once(fresh_evaluator):
+    """One evaluation runs the classifier once per sample (real side cached), and both the domain
+    metrics and the mode coverage come from that pass: the metrics are torch-fidelity's
+    calculate_metrics("bench-domain") numbers for the same uint8 images, the classes those of
+    the classifier on them."""
+    import torch_fidelity
+
+    from bench import domain, keys
+    from bench.data import to_model_range
+    from bench.evaluate import evaluate, generate, to_uint8
+    from bench.fidelity import UInt8Images
+
+    evaluator = fresh_evaluator
+    config, data = evaluator.config, evaluator.data
+    model = ReplayGenerator(to_model_range(data.train.images))
+    inputs: list[torch.Tensor] = []
+    hook = evaluator.classifier.body.register_forward_pre_hook(
+        lambda module, args: inputs.append(args[0].clone())
+    )
+    try:
+        cheap, _ = evaluate(model, evaluator, seed=0, cheap=True)
+        seen_cheap = torch.cat(inputs)
+        inputs.clear()
+        full, _ = evaluate(model, evaluator, seed=0)
+        seen_full = sum(len(x) for x in inputs)
+    finally:
+        hook.remove()
+
+    fake = to_uint8(generate(model, config.num_samples, config.batch_size, seed=0))
+    # each generated image exactly once, in order; no real image (read from the disk cache)
+    assert torch.equal(seen_cheap, domain.to_input(fake))
+    # the full evaluation adds only the interpolation frames (prior pairs: no encoder here)
+    assert seen_full == config.num_samples + config.interp_pairs * (config.interp_steps + 1)
+
+    with torch.no_grad():
+        classes = evaluator.classifier(domain.to_input(fake)).argmax(1)
+    covered, kl = mode_coverage(classes, data.eval.labels, data.num_classes)
+    for metrics in (cheap, full):
+        assert metrics[keys.MODES_COVERED] == covered
+        assert metrics[keys.CLASS_KL] == pytest.approx(kl, rel=1e-12)
+
+    reference = torch_fidelity.calculate_metrics(
+        input1=UInt8Images(fake, 1),
+        input2=UInt8Images(data.eval.images, 1),
+        fid=True,
+        kid=True,
+        prc=True,
+        feature_extractor=domain.EXTRACTOR_NAME,
+        feature_extractor_weights_path=str(evaluator.classifier_path),
+        kid_subset_size=min(1000, config.num_samples, len(data.eval.images)),
+        batch_size=config.batch_size,
+        cuda=False,
+        cache=False,
+        verbose=False,
+    )
+    expected = {
+        keys.fid_key("domain"): reference[torch_fidelity.KEY_METRIC_FID],
+        keys.kid_key("domain"): reference[torch_fidelity.KEY_METRIC_KID_MEAN],
+        keys.kid_std_key("domain"): reference[torch_fidelity.KEY_METRIC_KID_STD],
+        keys.precision_key("domain"): reference[torch_fidelity.KEY_METRIC_PRECISION],
+        keys.recall_key("domain"): reference[torch_fidelity.KEY_METRIC_RECALL],
+    }
+    # same features, same torch-fidelity functions: equal up to float64 rounding (rel 1e-9);
+    # precision and recall (fractions of counts) exactly
+    for key, value in expected.items():
+        assert full[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        if key in (keys.fid_key("domain"), keys.kid_key("domain"), keys.kid_std_key("domain")):
+            assert cheap[key] == full[key], key
+        else:
+            assert key not in cheap, key
+    assert full[keys.precision_key("domain")] == expected[keys.precision_key("domain")]
+    assert full[keys.recall_key("domain")] == expected[keys.recall_key("domain")]
