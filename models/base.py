@@ -44,8 +44,11 @@ class GenerativeModel(nn.Module):
         torch._functorch.config.donated_buffer = False
         for network in self.children():
             network.compile()
-            if hasattr(network, "features"):  # Dis_l: compiled too, so that batch-norm buffer
-                network.features = torch.compile(network.features)  # updates stay in one world
+            # the discriminator's other entry points (Dis_l) are compiled too, so that its
+            # batch-norm buffer updates stay in one world
+            for method in ("features", "forward_with_features"):
+                if hasattr(network, method):
+                    setattr(network, method, torch.compile(getattr(network, method)))
 
     def prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """z ~ N(0, I)."""

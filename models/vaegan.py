@@ -11,8 +11,16 @@
 
 Each network receives the gradient of its own loss only (models.base.descend): the GAN loss never
 reaches the encoder, L_llike never reaches the discriminator, whose layer-l features are a fixed
-metric during the encoder/decoder update. Updates alternate: discriminator first, then encoder and
-decoder against the updated discriminator (every n_critic steps for WGAN-GP).
+metric during the encoder/decoder update. Two update schedules (option `update`):
+
+    alternating   (default) discriminator first, then encoder and decoder against the updated
+                  discriminator, as GANs are usually trained (Goodfellow et al. 2014, Algorithm 1)
+    simultaneous  Larsen et al.'s Algorithm 1: one forward pass (one discriminator pass per batch of
+                  reals, reconstructions and prior samples, Dis_l taken from the same pass), then
+                  all three networks step on their own loss's gradient at the same weights
+
+With WGAN-GP the encoder and decoder update every n_critic steps in both; the steps between update
+the critic alone.
 
 With WGAN-GP the critic compares reals with the mixture of reconstructions and prior samples:
     critic:  E[C(fake)] - E[C(x)] + lambda * GP,  fake = reconstructions and prior samples
@@ -55,6 +63,11 @@ class VaeGan(GenerativeModel):
             0.2, gt=0, description="std of the pixel likelihood (recon: pixel), [-1, 1] units"
         )
         gp_lambda: float = Field(10.0, ge=0, description="WGAN-GP gradient penalty weight")
+        update: Literal["alternating", "simultaneous"] = Field(
+            "alternating",
+            description="discriminator then encoder/decoder, or all three from one pass (Larsen "
+            "et al.'s Algorithm 1)",
+        )
 
     has_encoder = True
 
@@ -73,16 +86,20 @@ class VaeGan(GenerativeModel):
             "discriminator": self.adam(self.discriminator, hparams.lr_d),
         }
 
-    def reconstruction_nll(self, x_tilde, x):
+    def reconstruction_nll(self, x_tilde, x, features=None):
         """L_llike: Gaussian negative log-likelihood of x given its reconstruction, measured on the
-        discriminator's layer-l features (disfeat) or on pixels."""
+        discriminator's layer-l features (disfeat) or on pixels. `features`, when a discriminator
+        pass has computed them already: (Dis_l(x_tilde), Dis_l(x))."""
         if self.options.recon == "pixel":
             sigma = self.options.pixel_sigma
             return gaussian_nll(x_tilde / sigma, x / sigma)
-        layer = self.options.dis_layer
-        with torch.no_grad():
-            target = self.discriminator.features(x, layer)
-        return gaussian_nll(self.discriminator.features(x_tilde, layer), target)
+        if features is None:
+            layer = self.options.dis_layer
+            with torch.no_grad():
+                target = self.discriminator.features(x, layer)
+            features = self.discriminator.features(x_tilde, layer), target
+        tilde_features, target = features
+        return gaussian_nll(tilde_features, target.detach())
 
     def forward_pass(self, x):
         """x -> (mu, logvar, x_tilde = Dec(Enc(x)), x_p = Dec(z_p)), z_p ~ N(0, I)."""
@@ -111,33 +128,72 @@ class VaeGan(GenerativeModel):
         descend((loss_d, dis, self.optimizers["discriminator"]))
         return logs
 
-    def autoencoder_step(self, x, mu, logvar, x_tilde, x_p):
+    def autoencoder_losses(self, mu, logvar, llike, gan):
+        """encoder: L_prior + L_llike; decoder: gamma * L_llike + GAN generator loss."""
         prior = kl_to_standard_normal(mu, logvar)
-        llike = self.reconstruction_nll(x_tilde, x)
-        if self.wgan:
-            gan = wgan_generator_loss(self.discriminator(torch.cat([x_tilde, x_p])))
-        else:
-            gan = neg_log_d(self.discriminator(x_tilde)) + neg_log_d(self.discriminator(x_p))
         loss_enc = self.options.kl_weight * prior + llike
         loss_dec = self.options.gamma * llike + gan
-        descend(
-            (loss_enc, self.encoder, self.optimizers["encoder"]),
-            (loss_dec, self.decoder, self.optimizers["decoder"]),
-        )
-        return {
+        logs = {
             "kl": prior,
             "llike": llike,
             "gan_g": gan,
             "loss_enc": loss_enc,
             "loss_dec": loss_dec,
         }
+        return loss_enc, loss_dec, logs
+
+    def autoencoder_step(self, x, mu, logvar, x_tilde, x_p):
+        llike = self.reconstruction_nll(x_tilde, x)
+        if self.wgan:
+            gan = wgan_generator_loss(self.discriminator(torch.cat([x_tilde, x_p])))
+        else:
+            gan = neg_log_d(self.discriminator(x_tilde)) + neg_log_d(self.discriminator(x_p))
+        loss_enc, loss_dec, logs = self.autoencoder_losses(mu, logvar, llike, gan)
+        descend(
+            (loss_enc, self.encoder, self.optimizers["encoder"]),
+            (loss_dec, self.decoder, self.optimizers["decoder"]),
+        )
+        return logs
+
+    def simultaneous_step(self, x, mu, logvar, x_tilde, x_p):
+        """Larsen et al.'s Algorithm 1: the discriminator scores reals, reconstructions and prior
+        samples once, Dis_l comes from the same passes, and the three networks step on the
+        gradients of their own losses, all taken at the current weights."""
+        dis, layer = self.discriminator, self.options.dis_layer
+        d_x, real_features = dis.forward_with_features(x, layer)
+        if self.wgan:  # no batch norm in the critic: one pass over all fakes
+            fake = torch.cat([x_tilde, x_p])
+            d_fake, fake_features = dis.forward_with_features(fake, layer)
+            tilde_features = fake_features[: x.size(0)]
+            wasserstein = -wgan_critic_loss(d_x, d_fake)
+            gp = gradient_penalty(dis, torch.cat([x, x]), fake)  # on detached fakes
+            loss_d = -wasserstein + self.options.gp_lambda * gp
+            gan = wgan_generator_loss(d_fake)
+            logs = {"loss_d": loss_d, "wasserstein": wasserstein, "gp": gp}
+        else:  # separate batches of reals and fakes for batch norm, as in discriminator_step
+            d_p = dis(x_p)
+            d_tilde, tilde_features = dis.forward_with_features(x_tilde, layer)
+            loss_d = neg_log_d(d_x) + neg_log_one_minus_d(d_p) + neg_log_one_minus_d(d_tilde)
+            gan = neg_log_d(d_tilde) + neg_log_d(d_p)
+            logs = {"loss_d": loss_d}
+        llike = self.reconstruction_nll(x_tilde, x, (tilde_features, real_features))
+        loss_enc, loss_dec, autoencoder_logs = self.autoencoder_losses(mu, logvar, llike, gan)
+        descend(
+            (loss_d, dis, self.optimizers["discriminator"]),
+            (loss_enc, self.encoder, self.optimizers["encoder"]),
+            (loss_dec, self.decoder, self.optimizers["decoder"]),
+        )
+        return logs | autoencoder_logs
 
     def train_step(self, x):
         autoencoder_turn = self.num_steps % self.n_critic == self.n_critic - 1
         with torch.set_grad_enabled(autoencoder_turn):
             mu, logvar, x_tilde, x_p = self.forward_pass(x)
-        logs = self.discriminator_step(x, x_tilde, x_p)
-        if autoencoder_turn:
-            logs |= self.autoencoder_step(x, mu, logvar, x_tilde, x_p)
+        if autoencoder_turn and self.options.update == "simultaneous":
+            logs = self.simultaneous_step(x, mu, logvar, x_tilde, x_p)
+        else:
+            logs = self.discriminator_step(x, x_tilde, x_p)
+            if autoencoder_turn:
+                logs |= self.autoencoder_step(x, mu, logvar, x_tilde, x_p)
         self.num_steps += 1
         return {name: value.detach() for name, value in logs.items()}

@@ -33,6 +33,7 @@ VARIANTS = {
     "vaegan-disfeat-bce": ("vaegan", {"recon": "disfeat", "adversarial": "bce"}),
     "vaegan-pixel-wgan-gp": ("vaegan", {"recon": "pixel", "adversarial": "wgan-gp"}),
     "vaegan-disfeat-wgan-gp": ("vaegan", {"recon": "disfeat", "adversarial": "wgan-gp"}),
+    "vaegan-disfeat-bce-simultaneous": ("vaegan", {"recon": "disfeat", "update": "simultaneous"}),
 }
 
 

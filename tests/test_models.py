@@ -38,6 +38,10 @@ VARIANTS = [
         "vaegan", {"recon": "disfeat", "adversarial": "wgan-gp"}, id="vaegan-disfeat-wgan"
     ),
 ]
+SIMULTANEOUS = [  # Larsen et al.'s Algorithm 1 schedule
+    pytest.param("vaegan", p.values[1] | {"update": "simultaneous"}, id=f"{p.id}-simultaneous")
+    for p in VARIANTS[3:]
+]
 ADVERSARIAL = VARIANTS[1:]
 VAEGAN_OPTIONS = [p.values[1] for p in VARIANTS[3:]]
 VAEGAN_IDS = [p.id for p in VARIANTS[3:]]
@@ -101,7 +105,7 @@ def perturb_(module, scale=0.5, seed=123):
 # --- 1. every variant trains, samples, decodes ----------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "options"), VARIANTS)
+@pytest.mark.parametrize(("name", "options"), VARIANTS + SIMULTANEOUS)
 def test_train_step_sample_decode_encode(name, options):
     model = make(name, options, n_critic=3)
     for step in range(3):
@@ -202,7 +206,9 @@ def test_generator_step_updates_only_generator_side(name, options):
     assert grads_are_none(model.discriminator), "generator-side step gave the critic a .grad"
 
 
-@pytest.mark.parametrize(("name", "options"), [p for p in ADVERSARIAL if "wgan" in p.id])
+@pytest.mark.parametrize(
+    ("name", "options"), [p for p in ADVERSARIAL + SIMULTANEOUS if "wgan" in p.id]
+)
 def test_wgan_generator_side_updates_every_n_critic_steps(name, options):
     model = make(name, options, n_critic=3)
     generator_side = [n for n in ("encoder", "decoder") if hasattr(model, n)]
@@ -222,7 +228,9 @@ def test_wgan_generator_side_updates_every_n_critic_steps(name, options):
     assert "loss_g" in logs or "loss_dec" in logs
 
 
-@pytest.mark.parametrize(("name", "options"), [p for p in ADVERSARIAL if "bce" in p.id])
+@pytest.mark.parametrize(
+    ("name", "options"), [p for p in ADVERSARIAL + SIMULTANEOUS if "bce" in p.id]
+)
 def test_bce_updates_every_network_every_step(name, options):
     model = make(name, options, n_critic=3)  # n_critic applies to WGAN-GP only
     before = snapshot(model)
@@ -333,6 +341,127 @@ def test_disfeat_encoder_gradient_follows_the_feature_metric(adversarial):
     enc_a, _ = autoencoder_grads(model, x)
     enc_b, _ = autoencoder_grads(other, x)
     assert grads_differ(enc_a, enc_b)
+
+
+# --- 3b. the simultaneous schedule is Larsen et al.'s Algorithm 1 -------------------------------
+
+
+def algorithm_1_gradients(model, x, seed):
+    """Algorithm 1 of Larsen et al. by hand, on a copy of `model` at its current weights: one
+    forward pass, then the gradient of each network's own loss w.r.t. that network's parameters.
+    Calls the networks the way the paper writes them (Dis and Dis_l as separate calls), draws the
+    random numbers in the model's order (reparameterisation, prior, then the penalty's eps)."""
+    model = copy.deepcopy(model)
+    opts = model.options
+    enc, dec, dis = model.encoder, model.decoder, model.discriminator
+    torch.manual_seed(seed)
+    mu, logvar = enc(x)
+    x_tilde = dec(mu + torch.randn_like(mu) * (0.5 * logvar).exp())
+    x_p = dec(torch.randn(x.size(0), LATENT))
+    if opts.recon == "pixel":
+        llike = 0.5 * ((x_tilde - x) / opts.pixel_sigma).pow(2).flatten(1).sum(1).mean()
+    else:
+        target = dis.features(x, opts.dis_layer).detach()
+        llike = 0.5 * (dis.features(x_tilde, opts.dis_layer) - target).pow(2).flatten(1).sum(1)
+        llike = llike.mean()
+    kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean()
+    if opts.adversarial == "bce":
+        d_x, d_tilde, d_p = dis(x), dis(x_tilde), dis(x_p)
+        # L_GAN = log Dis(x) + log(1 - Dis(x_tilde)) + log(1 - Dis(x_p)), Dis = sigmoid(logit)
+        l_gan = F.logsigmoid(d_x).mean() + F.logsigmoid(-d_tilde).mean() + F.logsigmoid(-d_p).mean()
+        loss_dis = -l_gan
+        generator = -F.logsigmoid(d_tilde).mean() - F.logsigmoid(d_p).mean()  # non-saturating
+    else:
+        fake = torch.cat([x_tilde, x_p])
+        eps = torch.rand(fake.size(0), 1, 1, 1)
+        x_hat = (eps * torch.cat([x, x]) + (1 - eps) * fake.detach()).requires_grad_(True)
+        (slope,) = torch.autograd.grad(dis(x_hat).sum(), x_hat, create_graph=True)
+        penalty = (slope.flatten(1).norm(dim=1) - 1).pow(2).mean()
+        loss_dis = dis(fake).mean() - dis(x).mean() + opts.gp_lambda * penalty
+        generator = -dis(fake).mean()
+    losses = {
+        "encoder": opts.kl_weight * kl + llike,
+        "decoder": opts.gamma * llike + generator,
+        "discriminator": loss_dis,
+    }
+    return {
+        name: torch.autograd.grad(loss, list(getattr(model, name).parameters()), retain_graph=True)
+        for name, loss in losses.items()
+    }
+
+
+@pytest.fixture
+def float64():
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize(("name", "options"), SIMULTANEOUS)
+def test_simultaneous_step_is_algorithm_1(name, options, float64):
+    """Every network's gradient is its own loss's gradient at the weights before the step: the
+    discriminator has not moved when the encoder and decoder are differentiated. In float64, so
+    that the different order of the hand computation's sums stays far below the tolerance."""
+    model = make(name, options | {"gamma": 0.5}, n_critic=1)
+    model.train_step(images(seed=3))  # step once so that the weights are not the initial ones
+    x = images(seed=4)
+    expected = algorithm_1_gradients(model, x, seed=11)
+    torch.manual_seed(11)
+    model.train_step(x)
+    for network, grads_expected in expected.items():
+        for got, want in zip(grads(getattr(model, network)), grads_expected, strict=True):
+            torch.testing.assert_close(got, want, msg=lambda m, n=network: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("adversarial", ["bce", "wgan-gp"])
+def test_alternating_step_differs_from_algorithm_1(adversarial, float64):
+    """Control for the test above: the default schedule differentiates the encoder and decoder
+    against the updated discriminator, so their gradients are not Algorithm 1's."""
+    model = make("vaegan", {"adversarial": adversarial, "gamma": 0.5}, n_critic=1)
+    x = images(seed=4)
+    expected = algorithm_1_gradients(model, x, seed=11)
+    torch.manual_seed(11)
+    model.train_step(x)
+    for got, want in zip(grads(model.discriminator), expected["discriminator"], strict=True):
+        torch.testing.assert_close(got, want)  # the discriminator's step is the same
+    assert grads_differ(grads(model.decoder), expected["decoder"])
+
+
+@pytest.mark.parametrize(
+    ("adversarial", "alternating", "simultaneous"),
+    [
+        ("bce", 7, 3),  # D: reals, prior, recon; then Dis_l x 2, D(recon), D(prior) | one pass each
+        (
+            "wgan-gp",
+            6,
+            3,
+        ),  # critic: reals, fakes, penalty; then Dis_l x 2, fakes | reals, fakes, penalty
+    ],
+)
+def test_simultaneous_step_runs_the_discriminator_once_per_batch(
+    adversarial, alternating, simultaneous
+):
+    counts = {}
+    for update in ("alternating", "simultaneous"):
+        model = make("vaegan", {"adversarial": adversarial, "update": update}, n_critic=1)
+        counts[update] = 0
+
+        def count(*_, update=update):
+            counts[update] += 1
+
+        model.discriminator.blocks[0].register_forward_pre_hook(count)
+        model.train_step(images())
+    assert counts == {"alternating": alternating, "simultaneous": simultaneous}
+
+
+@pytest.mark.parametrize("layer", [1, 2, 3])
+def test_forward_with_features_is_forward_and_features(layer):
+    dis = make("vaegan", {"dis_layer": layer}).discriminator.eval()
+    x = images()
+    with torch.no_grad():
+        score, features = dis.forward_with_features(x, layer)
+        torch.testing.assert_close(score, dis(x), rtol=0, atol=0)
+        torch.testing.assert_close(features, dis.features(x, layer), rtol=0, atol=0)
 
 
 # --- 4. WGAN-GP penalty against hand computations -------------------------------------------------
@@ -509,10 +638,12 @@ def test_option_table_lists_every_option_with_default():
         "kl_weight": 1.0,
         "pixel_sigma": 0.2,
         "gp_lambda": 10.0,
+        "update": "alternating",
     }
     kinds = {name: kind for name, kind, _ in rows}
     assert "pixel" in kinds["recon"] and "disfeat" in kinds["recon"]
     assert "bce" in kinds["adversarial"] and "wgan-gp" in kinds["adversarial"]
+    assert "alternating" in kinds["update"] and "simultaneous" in kinds["update"]
     # defaults build a valid model with exactly these options
     assert models.validate_options("vaegan", {}).model_dump() == table
 
