@@ -194,6 +194,7 @@ def run_cells(
             record(summary, cell, Outcome(reason=f"no worker could start: {broken_reason}"))
         waiting.clear()
     if stop.received:
-        summary.interrupted = summary.interrupted or stop.received
+        # the signal the user sent (the workers' cells say SIGTERM: the one passed on to them)
+        summary.interrupted = stop.received
     summary.not_run += [cell.name for _, cell in waiting]
     sys.stdout.flush()

@@ -72,6 +72,7 @@ def wait_until_serving(base: str, server: subprocess.Popen, log) -> dict:
     pytest.fail(f"bench ui did not answer in {START_TIMEOUT_S} s: {log.read_text()[-3000:]}")
 
 
+@pytest.mark.slow  # starts an MLflow server process: ~18 s on 2 cores
 def test_bench_ui_serves_the_suite_runs_and_artifacts(tmp_path):
     suite = tmp_path / "suite.yaml"
     suite.write_text(textwrap.dedent(SUITE))
