@@ -424,8 +424,9 @@ def print_differences(equilibrium: bool) -> None:
         "graph (3 discriminator passes: reals, reconstructions, prior samples, Dis_3 taken from "
         "the first two) and steps all three networks on 3 gradients restricted to each network's "
         "parameters (torch.autograd.grad); ours with update=alternating (the default) updates the "
-        "discriminator first, then encoder/decoder against the updated one (5 full passes + 2 to "
-        "Dis_3, one without grad); Pythae builds one graph (2 full passes + 2 to Dis_3) and steps "
+        "discriminator first (3 full passes), then encoder/decoder against the updated one (2 full "
+        "passes, Dis_3 of the reconstructions from the first, + Dis_3 of the reals without grad); "
+        "Pythae builds one graph (2 full passes + 2 to Dis_3) and steps "
         "all three networks after 3 full backward() calls",
         "losses: Pythae's discriminator sees reals vs prior samples only (not reconstructions) "
         "and its decoder takes (1-s)*L_llike - s*L_dis (minimax), BCE on sigmoid probabilities; "

@@ -143,11 +143,22 @@ class VaeGan(GenerativeModel):
         return loss_enc, loss_dec, logs
 
     def autoencoder_step(self, x, mu, logvar, x_tilde, x_p):
-        llike = self.reconstruction_nll(x_tilde, x)
+        """Encoder and decoder against the (updated) discriminator. Dis(x_tilde) and
+        Dis_l(x_tilde) come from one pass; the target Dis_l(x) is a constant."""
+        dis, layer = self.discriminator, self.options.dis_layer
         if self.wgan:
-            gan = wgan_generator_loss(self.discriminator(torch.cat([x_tilde, x_p])))
+            d_fake, fake_features = dis.forward_with_features(torch.cat([x_tilde, x_p]), layer)
+            tilde_features = fake_features[: x.size(0)]
+            gan = wgan_generator_loss(d_fake)
         else:
-            gan = neg_log_d(self.discriminator(x_tilde)) + neg_log_d(self.discriminator(x_p))
+            d_tilde, tilde_features = dis.forward_with_features(x_tilde, layer)
+            gan = neg_log_d(d_tilde) + neg_log_d(dis(x_p))
+        features = None
+        if self.options.recon == "disfeat":
+            with torch.no_grad():
+                target = dis.features(x, layer)
+            features = tilde_features, target
+        llike = self.reconstruction_nll(x_tilde, x, features)
         loss_enc, loss_dec, logs = self.autoencoder_losses(mu, logvar, llike, gan)
         descend(
             (loss_enc, self.encoder, self.optimizers["encoder"]),
