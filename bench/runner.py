@@ -38,7 +38,7 @@ import models
 from . import checkpoint, domain, evaluate, keys, provenance, tracking
 from .data import ENV_ROOT, DatasetNotFound, ImageData, load_dataset, to_model_range, to_unit_range
 from .suite import Cell, EvaluationConfig, Suite, SuiteError, expand
-from .train import Diverged, Interrupted, steps_per_epoch, total_steps, train
+from .train import Diverged, Interrupted, select_device, steps_per_epoch, total_steps, train
 
 
 @dataclass
@@ -73,20 +73,6 @@ def record(summary: Summary, cell: Cell, outcome: Outcome) -> None:
         summary.finished.append(cell.name)
     else:
         summary.failed.append((cell.name, outcome.reason))
-
-
-def select_device(requested: str = "auto") -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise SuiteError(
-            f"--device {requested!r} is not a device: use auto, cpu, cuda or cuda:N"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SuiteError("--device cuda was asked for but no CUDA device is available")
-    return device
 
 
 def load_suite_data(suite: Suite, cli_root: str | None = None) -> ImageData:

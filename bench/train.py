@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .suite import SuiteError
+
 
 class Diverged(RuntimeError):
     """A loss or a weight became NaN or infinite."""
@@ -48,6 +50,20 @@ class TrainResult:
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise SuiteError(
+            f"--device {requested!r} is not a device: use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SuiteError("--device cuda was asked for but no CUDA device is available")
+    return device
 
 
 def steps_per_epoch(num_train: int, batch_size: int) -> int:

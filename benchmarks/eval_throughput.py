@@ -20,8 +20,8 @@ import torch
 import models
 from bench import evaluate
 from bench.data import DatasetNotFound, load_dataset
-from bench.runner import select_device
 from bench.suite import DatasetConfig, EvaluationConfig
+from bench.train import select_device
 
 
 def main() -> None:

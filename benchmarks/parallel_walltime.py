@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 
 from bench.data import DatasetNotFound
-from bench.runner import run_suite, select_device
+from bench.runner import run_suite
 from bench.suite import SuiteError, expand, load_suite
+from bench.train import select_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -54,9 +54,8 @@ import torch
 import models
 from bench import keys
 from bench.data import DatasetNotFound, ImageData, load_dataset, to_model_range
-from bench.runner import run_suite, select_device
 from bench.suite import SuiteError, load_suite
-from bench.train import steps_per_epoch, train
+from bench.train import select_device, steps_per_epoch, train
 from models.networks import Decoder, Discriminator, Encoder, init_weights
 
 try:
@@ -537,6 +536,10 @@ def read_cell_timings(uri: str, experiment_name: str) -> list[list]:
 
 def harness_overhead(path: str, device: str) -> None:
     section(f"3. harness overhead: {path} run in-process by bench.runner.run_suite")
+    # imported here: bench.runner needs MLflow, parts 1 and 2 do not (a GPU machine may have only
+    # torch, pydantic and pythae)
+    from bench.runner import run_suite
+
     try:
         suite = load_suite(path)
     except SuiteError as err:
