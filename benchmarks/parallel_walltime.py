@@ -1,7 +1,7 @@
 """Suite wall time with K cells at once: `bench run SUITE --parallel K` for K = 1, 2, 4.
 
     uv run python benchmarks/parallel_walltime.py [suites/smoke.yaml] [--ks 1,2,4] [--device auto]
-        [--steps N] [--seeds 0,1]
+        [--steps N] [--seeds 0,1] [--synthetic]
 
 Runs the whole suite once per K, in-process through bench.runner.run_suite (the code path of
 `bench run`), each into its own throw-away MLflow store and checkpoint folder, and prints the wall
@@ -11,7 +11,10 @@ Before the timings, one cell of the suite runs for one step so that what every r
 already on disk (the dataset's decoded arrays, the domain classifier, the real images' feature
 statistics): each K then pays the same, i.e. nothing, for them. --steps overrides the suite's
 budget (in steps) for a quicker measurement; --seeds replaces its seeds (more cells, more to run
-concurrently).
+concurrently). --synthetic swaps the dataset for the synthetic one with the same image shape and
+split sizes (the suite's limits, else the real set's sizes): the same compute, for a machine that
+lacks the files (the GPU machine, where `python3 benchmarks/parallel_walltime.py
+suites/mnist_ablation.yaml --ks 1 --synthetic` gives the headline suite's wall time).
 
 On a CPU the K processes share the cores (each gets cpu_count // K torch threads), so K > 1 gains
 little once one process already keeps every core busy; the figure that matters is on a GPU, where
@@ -44,6 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--seeds", default=None, help="comma-separated seeds, replacing the suite's"
     )
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="synthetic data of the suite dataset's shape and size",
+    )
     args = parser.parse_args(argv)
     try:
         args.ks = [int(k) for k in args.ks.split(",")]
@@ -55,8 +63,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def with_overrides(suite, steps: int | None, seeds: list[int] | None):
+# training / evaluation images of the real sets (their standard train and test splits)
+REAL_SIZES = {"mnist": (60000, 10000), "fashion-mnist": (60000, 10000), "cifar10": (50000, 10000)}
+
+
+def synthetic_stand_in(dataset):
+    """The synthetic dataset with the image shape and split sizes of `dataset`."""
+    if dataset.name.startswith("synthetic"):
+        return dataset
+    sizes = {"train": REAL_SIZES[dataset.name][0], "test": REAL_SIZES[dataset.name][1]}
+    return dataset.model_copy(
+        update={
+            "name": "synthetic-rgb" if dataset.name == "cifar10" else "synthetic",
+            "root": None,
+            "train_limit": dataset.train_limit or sizes[dataset.train_split],
+            "eval_limit": dataset.eval_limit or sizes[dataset.eval_split],
+        }
+    )
+
+
+def with_overrides(suite, steps: int | None, seeds: list[int] | None, synthetic: bool):
     update = {}
+    if synthetic:
+        update["dataset"] = synthetic_stand_in(suite.dataset)
     if steps is not None:
         update["budget"] = suite.budget.model_copy(update={"steps": steps, "epochs": None})
     if seeds is not None:
@@ -84,14 +113,19 @@ def run_once(suite, suite_text: str, device: str, parallel: int) -> tuple[float,
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        suite = with_overrides(load_suite(args.suite), args.steps, args.seeds)
+        suite = with_overrides(load_suite(args.suite), args.steps, args.seeds, args.synthetic)
         device = select_device(args.device)
     except SuiteError as err:
         sys.exit(f"error: {err}")
     suite_text = Path(args.suite).read_text()
     cells = expand(suite)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"suite {args.suite}: {len(cells)} cells, budget {suite.budget.steps or '-'} steps")
+    budget = (
+        f"{suite.budget.steps} steps" if suite.budget.steps else f"{suite.budget.epochs} epochs"
+    )
+    d = suite.dataset
+    print(f"suite {args.suite}: {len(cells)} cells, budget {budget}, data {d.name} ", end="")
+    print(f"(train_limit {d.train_limit}, eval_limit {d.eval_limit})")
     print(f"device {device} ({name}), {os.cpu_count()} CPUs, torch {torch.__version__}")
 
     warm = suite.model_copy(
