@@ -81,16 +81,21 @@ def test_registration_is_idempotent():
     assert FEATURE_EXTRACTORS_REGISTRY[domain.EXTRACTOR_NAME] is domain.DomainFeatureExtractor
 
 
-def test_extractor_built_by_torch_fidelity_matches_the_classifier(synthetic, trained):
-    classifier, _, cache_dir, _ = trained
-    path = domain.cache_path(synthetic.name, synthetic.fingerprint, cache_dir)
-    extractor = create_feature_extractor(
+def fidelity_extractor(synthetic, trained):
+    """torch-fidelity's "bench-domain" extractor, built by torch-fidelity from the cached file."""
+    path = domain.cache_path(synthetic.name, synthetic.fingerprint, trained[2])
+    return create_feature_extractor(
         domain.EXTRACTOR_NAME,
         ["features", "logits"],
         cuda=False,
         feature_extractor_weights_path=str(path),
         verbose=False,
     )
+
+
+def test_extractor_built_by_torch_fidelity_matches_the_classifier(synthetic, trained):
+    classifier = trained[0]
+    extractor = fidelity_extractor(synthetic, trained)
     images = synthetic.eval.images[:10]
     with torch.no_grad():
         features, logits = extractor(images)
@@ -108,15 +113,8 @@ def test_extractor_built_by_torch_fidelity_matches_the_classifier(synthetic, tra
 def test_one_pass_gives_the_extractors_features_and_logits(synthetic, trained):
     """domain.extract (what an evaluation runs on its samples) returns, from one pass through the
     body per image, exactly what torch-fidelity's extractor gives for features and logits."""
-    classifier, _, cache_dir, _ = trained
-    path = domain.cache_path(synthetic.name, synthetic.fingerprint, cache_dir)
-    extractor = create_feature_extractor(
-        domain.EXTRACTOR_NAME,
-        ["features", "logits"],
-        cuda=False,
-        feature_extractor_weights_path=str(path),
-        verbose=False,
-    )
+    classifier = trained[0]
+    extractor = fidelity_extractor(synthetic, trained)
     images = synthetic.eval.images[:50]
     seen = []
     hook = classifier.body.register_forward_hook(lambda module, x, out: seen.append(len(out)))

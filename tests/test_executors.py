@@ -53,6 +53,15 @@ def lost_workers_suite(marker: Path) -> str:
     )
 
 
+def run_lost_workers_suite(folder: Path, *executor_flags: str):
+    """`bench run` of lost_workers_suite into a new store in `folder`: (result, uri, marker)."""
+    marker = folder / "died-once"
+    path = folder / "suite.yaml"
+    path.write_text(lost_workers_suite(marker))
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    return bench_run(path, uri, folder / "checkpoints", *executor_flags), uri, marker
+
+
 @pytest.fixture(scope="module")
 def sequential(tmp_path_factory):
     """The reference: the 4-cell suite run by the sequential executor, with the CPU threads of
@@ -106,11 +115,7 @@ def test_parallel_lost_worker_is_retried_once_then_its_cell_fails_alone(
     checkpoint and finishes it, with the numbers of a VAE never killed. dies's worker exits there
     on both attempts: that cell alone fails, and its run is not left RUNNING."""
     _, reference_uri = sequential
-    marker = tmp_path / "died-once"
-    path = tmp_path / "suite.yaml"
-    path.write_text(lost_workers_suite(marker))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = bench_run(path, uri, tmp_path / "checkpoints", "--parallel", "2")
+    result, uri, marker = run_lost_workers_suite(tmp_path, "--parallel", "2")
 
     assert result.exit_code == 1, result.output
     out = result.output
@@ -318,11 +323,7 @@ def test_ray_lost_worker_is_retried_once_then_its_cell_fails_alone(sequential, l
     step-4 checkpoint and finishes with a VAE's numbers; dies is lost twice and fails alone, its
     run not left RUNNING."""
     _, reference_uri = sequential
-    marker = tmp_path / "died-once"
-    path = tmp_path / "suite.yaml"
-    path.write_text(lost_workers_suite(marker))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = bench_run(path, uri, tmp_path / "checkpoints", "--executor", "ray")
+    result, uri, marker = run_lost_workers_suite(tmp_path, "--executor", "ray")
 
     assert result.exit_code == 1, result.output
     out = result.output
