@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import queue
 import signal
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -197,4 +196,3 @@ def run_cells(
         # the signal the user sent (the workers' cells say SIGTERM: the one passed on to them)
         summary.interrupted = stop.received
     summary.not_run += [cell.name for _, cell in waiting]
-    sys.stdout.flush()

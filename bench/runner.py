@@ -109,26 +109,23 @@ def load_suite_data(suite: Suite, cli_root: str | None = None) -> ImageData:
 
 def check_inception_weights(evaluation: EvaluationConfig) -> None:
     path = evaluation.inception_weights
-    if (
-        path
-        and "inception" in evaluation.feature_extractors
-        and not Path(path).expanduser().is_file()
-    ):
+    if not path or "inception" not in evaluation.feature_extractors:
+        return
+    weights = Path(path).expanduser()
+    if not weights.is_file():
         raise SuiteError(
             f"evaluation.inception_weights: no file at {path}; give the path of "
             "pt_inception-2015-12-05-6726825d.pth, or null to use torch hub's cache"
         )
-    if path and "inception" in evaluation.feature_extractors:
-        # torch-fidelity unpickles this file (weights_only=False): accept only plain tensors.
-        weights = Path(path).expanduser()
-        try:
-            torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise SuiteError(
-                f"evaluation.inception_weights: {path} is not a plain state dict of tensors "
-                f"({reason[:200]}); refusing to unpickle it"
-            ) from None
+    # torch-fidelity unpickles this file (weights_only=False): accept only plain tensors.
+    try:
+        torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise SuiteError(
+            f"evaluation.inception_weights: {path} is not a plain state dict of tensors "
+            f"({reason[:200]}); refusing to unpickle it"
+        ) from None
 
 
 class StopSignal:

@@ -247,6 +247,7 @@ def train(
         first = restore_training_state(resume, model, batches, accumulator) + 1
         seconds_before = float(resume.get("train_seconds", 0.0))
     means: dict[str, float] = {}
+    checked = 0  # the last step whose losses and weights were found finite
     model.train()
     start = time.perf_counter()
     bar = tqdm(
@@ -265,6 +266,7 @@ def train(
             if step % log_every == 0 or step == num_steps:
                 means = accumulator.means()
                 check_finite(step, means, model)
+                checked = step
                 log_losses(step, means)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()}, refresh=False)
             bar.update(1)
@@ -277,7 +279,8 @@ def train(
                 step % checkpoint[0] == 0 or step == num_steps or reason is not None
             ):
                 paused = time.perf_counter()  # like evaluation, not part of the training time
-                check_finite(step, {}, model)  # never save weights that already diverged
+                if checked != step:  # never save weights that already diverged
+                    check_finite(step, {}, model)
                 state = training_state(model, batches, accumulator, step)
                 state["train_seconds"] = seconds_before + paused - start
                 checkpoint[1](step, state)
