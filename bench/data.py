@@ -98,6 +98,7 @@ def load_dataset(
     train_limit: int | None = None,
     eval_limit: int | None = None,
     download: bool = True,
+    subset_seed: int = 0,
 ) -> ImageData:
     """Load both splits of a dataset as uint8 tensors (see the module docstring for the search)."""
     if name.startswith("synthetic"):
@@ -128,7 +129,10 @@ def load_dataset(
         if found is not None:
             train, evaluation = found
             return ImageData(
-                name, _limit(train, train_limit), _limit(evaluation, eval_limit), str(candidate)
+                name,
+                _limit(train, train_limit, subset_seed),
+                _limit(evaluation, eval_limit, subset_seed),
+                str(candidate),
             )
 
     download_error = None
@@ -136,7 +140,10 @@ def load_dataset(
         try:
             train, evaluation = _download(name, CACHE_ROOT, train_split, eval_split)
             return ImageData(
-                name, _limit(train, train_limit), _limit(evaluation, eval_limit), str(CACHE_ROOT)
+                name,
+                _limit(train, train_limit, subset_seed),
+                _limit(evaluation, eval_limit, subset_seed),
+                str(CACHE_ROOT),
             )
         except Exception as err:  # torchvision raises URLError, RuntimeError, OSError offline
             download_error = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -162,10 +169,31 @@ def _expected_files(name: str) -> str:
     return "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-*.gz (or MNIST/raw/)"
 
 
-def _limit(split: Split, limit: int | None) -> Split:
-    if limit is None:
+def _limit(split: Split, limit: int | None, seed: int) -> Split:
+    if limit is None or limit >= len(split.labels):
         return split
-    return Split(split.images[:limit], split.labels[:limit])
+    index = stratified_subset(split.labels, limit, seed)
+    return Split(split.images[index], split.labels[index])
+
+
+def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Indices (ascending) of n items drawn at random, seeded, with every class in proportion to
+    its share of `labels`: class c gets floor(n * share_c) items, and the items left over go to
+    the classes with the largest remainders (Hamilton's method). The first n items of a file
+    would be neither random nor balanced (files are often sorted or blocked by class)."""
+    classes, counts = torch.unique(labels, return_counts=True)
+    exact = counts.double() * n / len(labels)
+    quota = exact.floor().long()
+    remainders = exact - quota
+    order = sorted(range(len(classes)), key=lambda i: (-remainders[i].item(), i))
+    for i in order[: n - int(quota.sum())]:
+        quota[i] += 1
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c, k in zip(classes.tolist(), quota.tolist(), strict=True):
+        members = torch.nonzero(labels == c).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
+    return torch.cat(chosen).sort().values
 
 
 def _read_local(name: str, root: Path, train_split: str, eval_split: str):

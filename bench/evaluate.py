@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -30,6 +31,9 @@ from .suite import DatasetConfig, EvaluationConfig
 # Offsets keep the evaluation's random streams apart from training's (which uses the seed as is).
 SAMPLES_SEED_OFFSET = 1_000_003
 INTERP_SEED_OFFSET = 2_000_003
+CALIBRATION_SEED_OFFSET = 3_000_003
+# torch-fidelity's default; fidelity.kid_subset lowers it to half the smaller side
+KID_SUBSET_SIZE = 1000
 
 
 @dataclass
@@ -72,6 +76,17 @@ class Evaluator:
                 for i in range(0, len(images), batch)
             ]
         )
+
+    @cached_property
+    def real_domain_labels(self) -> torch.Tensor:
+        """The domain classifier's predicted classes of the evaluation images: mode coverage
+        compares the samples' predicted classes with these, the same labeller on both sides (the
+        ground-truth labels would charge the classifier's own errors to every model). The logits
+        are the classifier's head on the cached features (its dropout is off in eval mode)."""
+        self.classifier.eval()
+        with torch.no_grad():
+            features = self.real_domain_features.to(self.device)
+            return self.classifier.head(features).argmax(1).cpu()
 
     @cached_property
     def real_domain_features(self) -> torch.Tensor:
@@ -167,7 +182,8 @@ def recon_mse(model, images: torch.Tensor, batch_size: int) -> float:
 def mode_coverage(
     generated_labels: torch.Tensor, real_labels: torch.Tensor, num_classes: int
 ) -> tuple[int, float]:
-    """(modes_covered, class_kl) from the predicted classes of generated samples.
+    """(modes_covered, class_kl) from the classes of generated samples and of real images, both
+    as predicted by the same classifier (Evaluator.real_domain_labels).
 
     modes_covered: classes whose share among the samples is at least half their share in the real
     data. class_kl: KL(p_real || p_gen) in nats, with p_gen smoothed by half a count per class
@@ -183,6 +199,33 @@ def mode_coverage(
     return covered, kl
 
 
+@contextmanager
+def decoder_statistics(model, evaluator: Evaluator, seed: int, latents: str) -> Iterator[None]:
+    """The evaluation's batch-norm policy for the decoder (evaluation.batch_norm):
+    "recalibrate" (default) re-estimates its running statistics, for the block, on the latents it
+    is about to decode: `latents="prior"` on calibration_samples draws from N(0, I) (sampling,
+    prior interpolations), `latents="encoded"` on the encoder means of as many training images
+    (reconstructions, encoded interpolations); "running" keeps the statistics training left."""
+    config = evaluator.config
+    if config.batch_norm == "running" or (latents == "encoded" and not model.has_encoder):
+        yield
+        return
+    n, batch = config.calibration_samples, config.batch_size
+    generator = torch.Generator(device=model.device).manual_seed(seed + CALIBRATION_SEED_OFFSET)
+    if latents == "prior":
+        batches = (model.prior(min(batch, n - i), generator) for i in range(0, n, batch))
+    else:
+        train = evaluator.data.train.images
+        cpu_generator = torch.Generator().manual_seed(seed + CALIBRATION_SEED_OFFSET)
+        index = torch.randperm(len(train), generator=cpu_generator)[:n]
+        batches = (
+            model.encode(to_model_range(train[index[i : i + batch]], model.device))
+            for i in range(0, len(index), batch)
+        )
+    with model.decoder_statistics(batches):
+        yield
+
+
 def evaluate(model, evaluator: Evaluator, seed: int, cheap: bool = False):
     """Metrics of one model -> ({key: value}, {"interpolation": frames or None}).
 
@@ -191,21 +234,38 @@ def evaluate(model, evaluator: Evaluator, seed: int, cheap: bool = False):
     started = time.perf_counter()
     config = evaluator.config
     metrics: dict[str, float] = {keys.DOMAIN_ACCURACY: evaluator.classifier_accuracy}
-    fake = generate(model, config.num_samples, config.batch_size, seed)
+    pairs = latent_pairs(model, evaluator, seed) if not cheap else {}
+    strips = []
+
+    def interpolate(kind: str) -> None:
+        if kind not in pairs:
+            return
+        z_a, z_b, method = pairs[kind]
+        result = interpolation_metrics(
+            model.decode, evaluator.embed, z_a, z_b, config.interp_steps, method
+        )
+        metrics[keys.interp_degenerate_key(kind)] = result.degenerate
+        if result.energy is not None:  # absent when every pair's endpoints coincide
+            metrics[keys.interp_energy_key(kind)] = result.energy
+            metrics[keys.interp_evenness_key(kind)] = result.evenness
+        strips.append(result.frames[: config.interp_strips])
+
+    with decoder_statistics(model, evaluator, seed, "prior"):
+        fake = generate(model, config.num_samples, config.batch_size, seed)
+        interpolate("prior")
     fake_uint8 = to_uint8(fake)
     real_uint8 = evaluator.data.eval.images
     # the one pass of the domain classifier over the samples: features and logits
     fake_domain = domain.extract(
         evaluator.classifier, fake_uint8, config.batch_size, evaluator.device
     )
-    kid_subset_size = min(1000, config.num_samples, len(real_uint8))
     for space in evaluator.spaces if not cheap else ["domain"]:
         if space == "domain":
             metrics |= fidelity.feature_metrics(
                 space,
                 fake_domain.features,
                 evaluator.real_domain_features,
-                kid_subset_size,
+                KID_SUBSET_SIZE,
                 prc=not cheap,
             )
         else:  # Inception: another network, through torch-fidelity's calculate_metrics
@@ -217,31 +277,21 @@ def evaluate(model, evaluator: Evaluator, seed: int, cheap: bool = False):
                 batch_size=config.batch_size,
                 device=evaluator.device,
                 inception_weights=evaluator.inception_weights,
-                kid_subset_size=kid_subset_size,
+                kid_subset_size=KID_SUBSET_SIZE,
                 cache_dir=evaluator.cache_dir,
                 prc=not cheap,
             )
     if model.has_encoder:
-        metrics[keys.RECON_MSE] = recon_mse(model, evaluator.eval_images, config.batch_size)
+        with decoder_statistics(model, evaluator, seed, "encoded"):
+            metrics[keys.RECON_MSE] = recon_mse(model, evaluator.eval_images, config.batch_size)
+            interpolate("encoded")
     covered, kl = mode_coverage(
-        fake_domain.logits.argmax(1), evaluator.data.eval.labels, evaluator.data.num_classes
+        fake_domain.logits.argmax(1), evaluator.real_domain_labels, evaluator.data.num_classes
     )
     metrics[keys.MODES_COVERED] = covered
     metrics[keys.CLASS_KL] = kl
-
-    strips = None
-    if not cheap:
-        strips = []
-        for pairs, (z_a, z_b, method) in latent_pairs(model, evaluator, seed).items():
-            ppl, evenness, frames = interpolation_metrics(
-                model.decode, evaluator.embed, z_a, z_b, config.interp_steps, method
-            )
-            metrics[keys.interp_ppl_key(pairs)] = ppl
-            metrics[keys.interp_evenness_key(pairs)] = evenness
-            strips.append(frames[: config.interp_strips])
-        strips = torch.cat(strips)
     metrics[keys.EVAL_SECONDS] = time.perf_counter() - started
-    return metrics, {"interpolation": strips}
+    return metrics, {"interpolation": torch.cat(strips) if strips else None}
 
 
 def latent_pairs(model, evaluator: Evaluator, seed: int) -> dict[str, tuple]:

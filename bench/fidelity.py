@@ -39,6 +39,7 @@ INCEPTION_FILE = os.path.basename(urlparse(URL_INCEPTION_V3).path)
 FIDELITY_CACHE_FOLDER = "fidelity"
 # precision/recall look at each sample's 3rd nearest neighbour among the others: 4 samples at least
 MIN_SAMPLES = 4
+EQUAL_COUNTS_SEED = 0
 # What both paths give torch-fidelity, so that calculate_metrics (Inception) and the feature-level
 # functions (domain) agree; everything else is torch-fidelity's default (100 KID subsets, cubic
 # polynomial kernel, k=3 neighbours, rng seed 2020).
@@ -115,23 +116,30 @@ def fidelity_metrics(
         )
         return feature_metrics(space, fake_features, real_features, kid_subset_size, prc)
 
-    results = torch_fidelity.calculate_metrics(
-        input1=UInt8Images(fake.cpu(), 3),
-        input2=UInt8Images(real.cpu(), 3),
-        input2_cache_name=f"{real_cache_name}-{_file_digest(weights)}",
-        cache=True,
-        cache_root=str(_cache_root(cache_dir)),
-        fid=True,
-        kid=True,
-        prc=prc,
-        feature_extractor=INCEPTION_EXTRACTOR,
-        feature_extractor_weights_path=str(weights),
-        # torch-fidelity knows CUDA or CPU only
-        cuda=torch.device(device).type == "cuda",
-        batch_size=batch_size,
-        kid_subset_size=_kid_subset_size(kid_subset_size, fake, real),
-        **TORCH_FIDELITY_OPTIONS,
-    )
+    def inception(fake_images, real_images, cache_name, fid_kid: bool, with_prc: bool) -> dict:
+        return torch_fidelity.calculate_metrics(
+            input1=UInt8Images(fake_images.cpu(), 3),
+            input2=UInt8Images(real_images.cpu(), 3),
+            input2_cache_name=f"{cache_name}-{_file_digest(weights)}",
+            cache=True,
+            cache_root=str(_cache_root(cache_dir)),
+            fid=fid_kid,
+            kid=fid_kid,
+            prc=with_prc,
+            feature_extractor=INCEPTION_EXTRACTOR,
+            feature_extractor_weights_path=str(weights),
+            # torch-fidelity knows CUDA or CPU only
+            cuda=torch.device(device).type == "cuda",
+            batch_size=batch_size,
+            kid_subset_size=kid_subset(kid_subset_size, fake, real),
+            **TORCH_FIDELITY_OPTIONS,
+        )
+
+    results = inception(fake, real, real_cache_name, fid_kid=True, with_prc=False)
+    if prc:  # on equal counts of real and generated images (see equal_counts)
+        fake_equal, real_equal = equal_counts(fake, real)
+        name = f"{real_cache_name}-equal{len(real_equal)}"
+        results |= inception(fake_equal, real_equal, name, fid_kid=False, with_prc=True)
     return _under_bench_keys(space, results, prc)
 
 
@@ -153,15 +161,27 @@ def feature_metrics(
     fake, real = fake.cpu(), real.cpu()
     options = {
         **TORCH_FIDELITY_OPTIONS,
-        "kid_subset_size": _kid_subset_size(kid_subset_size, fake, real),
+        "kid_subset_size": kid_subset(kid_subset_size, fake, real),
     }
     results = fid_statistics_to_metric(
         fid_features_to_statistics(fake), fid_features_to_statistics(real), verbose=False
     )
     results |= kid_features_to_metric(fake, real, **options)
     if prc:
-        results |= prc_features_to_metric(fake, real, **options)
+        results |= prc_features_to_metric(*equal_counts(fake, real), **options)
     return _under_bench_keys(space, results, prc)
+
+
+def equal_counts(fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same number of generated and real items, for precision/recall: with k-NN radii, the
+    side with more points gets the tighter manifold, so unequal counts bias precision against
+    recall. The larger side is cut to the smaller one's size: the first k generated images (they
+    are i.i.d. already) or a random subset of the real ones, seeded so every cell gets the same."""
+    k = min(len(fake), len(real))
+    if len(real) > k:
+        generator = torch.Generator().manual_seed(EQUAL_COUNTS_SEED)
+        real = real[torch.randperm(len(real), generator=generator)[:k].sort().values]
+    return fake[:k], real
 
 
 def real_domain_features(
@@ -220,9 +240,11 @@ def _under_bench_keys(space: str, results: dict, prc: bool) -> dict[str, float]:
     return metrics
 
 
-def _kid_subset_size(requested: int, fake: torch.Tensor, real: torch.Tensor) -> int:
-    # KID draws subsets without replacement: a subset cannot outnumber either side
-    return min(requested, len(fake), len(real))
+def kid_subset(requested: int, fake: torch.Tensor, real: torch.Tensor) -> int:
+    """KID's subset size: at most half of the smaller side, so that its subsets (drawn without
+    replacement) differ from each other and kid_std measures something; a subset as large as the
+    set would repeat the same estimate and report a std of 0."""
+    return max(2, min(requested, len(fake) // 2, len(real) // 2))
 
 
 def _cache_root(cache_dir: str | Path | None) -> Path:

@@ -1,18 +1,26 @@
-"""Interpolation smoothness: how evenly a model's images change along a path in latent space.
+"""Interpolation smoothness: how evenly and how directly a model's images change along a path in
+latent space, measured so that a degenerate model cannot win.
 
 Definition (also in README.md). For each of P pairs of latents (z_a, z_b):
 
     z_t  = interp(z_a, z_b, t / T)           t = 0..T   (T + 1 evenly spaced points)
     x_t  = decode(z_t)                       images
-    d_t  = ||phi(x_t) - phi(x_{t-1})||^2     t = 1..T, phi = the domain classifier's features
+    s_t  = ||phi(x_t) - phi(x_{t-1})||       t = 1..T, phi = the domain classifier's features
+    D    = ||phi(x_T) - phi(x_0)||           the endpoints' distance
 
-    interp_ppl       = mean over pairs and t of d_t * T^2
-    interp_evenness  = mean over pairs of  max_t sqrt(d_t) / sum_t sqrt(d_t)
+    interp_energy      = mean over pairs of  T * sum_t s_t^2 / D^2
+    interp_evenness    = mean over pairs of  max_t s_t / sum_t s_t
+    interp_degenerate  = share of pairs whose endpoints coincide (D <= COINCIDE * mean ||phi||)
 
-interp_ppl is a perceptual-path-length style number (Karras et al. 2019, with a finite step
-1/T instead of an epsilon): lower is smoother, and for a path whose features move at constant
-speed it equals the squared feature length of the path. interp_evenness is 1/T for a perfectly
-even path and 1 when the whole change happens in one step (a jump between modes).
+interp_energy is a perceptual path length (Karras et al. 2019, a finite step 1/T: T^2 * mean_t
+s_t^2) divided by the squared endpoint distance, so it has no unit. By Cauchy-Schwarz it is at
+least (sum_t s_t / D)^2 >= 1, with equality exactly when the features move along the straight
+segment between the endpoints at constant speed: 1 is the ideal; a path that jumps in one step
+scores T, one that wanders off and comes back scores more. interp_evenness is 1/T for an even
+path and 1 for a jump. Pairs whose endpoint images coincide carry no path to measure (a constant
+or collapsed generator makes every pair such): they are left out of both numbers and counted in
+interp_degenerate, and when no pair is left both numbers are absent. Before this definition a
+constant generator scored the best smoothness (zero path length).
 
 Pairs come from the prior (z ~ N(0, I), interpolated spherically, `slerp`) for every model, and,
 for models with an encoder, from the encoder means of random evaluation images (interpolated
@@ -22,6 +30,7 @@ linearly, `lerp`, since posterior means are not on the prior's shell).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -50,6 +59,34 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 INTERPOLATIONS = {"lerp": lerp, "slerp": slerp}
 
 
+# endpoints closer than this fraction of the features' mean norm count as the same image
+COINCIDE = 1e-3
+
+
+@dataclass(frozen=True)
+class InterpolationResult:
+    energy: float | None  # None: every pair was degenerate
+    evenness: float | None
+    degenerate: float  # share of pairs left out
+    frames: torch.Tensor  # (P, T + 1, C, H, W), the decoded paths, for the strip image
+
+
+def path_scores(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(energy, evenness, kept) per pair from path features (P, T + 1, F); `kept` is False for
+    pairs whose endpoints coincide (their energy and evenness are meaningless, set to NaN)."""
+    features = features.double()
+    steps = features.shape[1] - 1
+    lengths = (features[:, 1:] - features[:, :-1]).norm(dim=-1)  # s_t, (P, T)
+    chord = (features[:, -1] - features[:, 0]).norm(dim=-1)  # D, (P,)
+    scale = features.norm(dim=-1).mean(dim=1)
+    kept = chord > COINCIDE * scale
+    safe_chord = torch.where(kept, chord, torch.ones_like(chord))
+    energy = steps * lengths.pow(2).sum(1) / safe_chord.pow(2)
+    evenness = lengths.max(1).values / lengths.sum(1).clamp_min(1e-300)
+    nan = torch.full_like(energy, float("nan"))
+    return torch.where(kept, energy, nan), torch.where(kept, evenness, nan), kept
+
+
 @torch.no_grad()
 def interpolation_metrics(
     decode: Callable[[torch.Tensor], torch.Tensor],
@@ -58,23 +95,22 @@ def interpolation_metrics(
     z_b: torch.Tensor,
     steps: int,
     method: str = "slerp",
-) -> tuple[float, float, torch.Tensor]:
-    """(interp_ppl, interp_evenness, frames) for P latent pairs (see the module docstring).
+) -> InterpolationResult:
+    """Interpolation metrics of P latent pairs (see the module docstring).
 
-    decode: (N, D) latents -> (N, C, H, W) images; embed: images -> (N, F) features.
-    frames: (P, T + 1, C, H, W), the decoded paths, for the strip image.
-    """
+    decode: (N, D) latents -> (N, C, H, W) images; embed: images -> (N, F) features."""
     if steps < 1:
         raise ValueError("interpolation needs at least one step")
     pairs, dim = z_a.shape
     t = torch.linspace(0.0, 1.0, steps + 1, device=z_a.device)
     path = INTERPOLATIONS[method](z_a, z_b, t)  # (P, T + 1, D)
     frames = decode(path.reshape(-1, dim))
-    features = embed(frames).reshape(pairs, steps + 1, -1).double()
-    d = (features[:, 1:] - features[:, :-1]).pow(2).sum(-1)  # (P, T)
-    ppl = (d * steps**2).mean().item()
-    lengths = d.sqrt()
-    totals = lengths.sum(1)
-    # a constant path (no change at all) is perfectly even by convention
-    evenness = torch.where(totals > 0, lengths.max(1).values / totals.clamp_min(1e-30), 1 / steps)
-    return ppl, evenness.mean().item(), frames.reshape(pairs, steps + 1, *frames.shape[1:])
+    features = embed(frames).reshape(pairs, steps + 1, -1)
+    energy, evenness, kept = path_scores(features)
+    any_kept = bool(kept.any())
+    return InterpolationResult(
+        energy=energy[kept].mean().item() if any_kept else None,
+        evenness=evenness[kept].mean().item() if any_kept else None,
+        degenerate=1.0 - kept.double().mean().item(),
+        frames=frames.reshape(pairs, steps + 1, *frames.shape[1:]),
+    )

@@ -6,6 +6,9 @@ Metrics
     train_seconds         wall time of the training loop of the cell
     train_images_per_s    real training images consumed per second by the training loop
     cell_seconds          wall time of the whole cell (data to device excluded, artifacts included)
+    generator_updates     updates of the generator / decoder (and encoder) over training
+    discriminator_updates updates of the discriminator / critic (0 for a variant without one)
+    images_seen           training images consumed (every train_step call takes one batch)
 
 Evaluation metrics (bench/evaluate.py), logged with step = the train step they were taken at; the
 final evaluation is logged at the last step. <space> is "domain" (the harness's own classifier
@@ -19,15 +22,23 @@ mixed up: a domain-FID is not an Inception FID.
     domain_classifier_accuracy  test accuracy of the domain classifier used for <space>=domain
     recon_mse                 mean squared error per pixel on the [0, 1] scale, evaluation images
                               vs decode(encode(x)) (encoder mean); only variants with an encoder
-    interp_ppl_<pairs>        perceptual-path-length style smoothness (lower smoother);
-                              <pairs> = prior (latent pairs from N(0, I)) or encoded (encoder means)
+    interp_energy_<pairs>     path energy relative to the endpoints' distance, in domain
+                              features: T * sum_t d_t / ||phi_T - phi_0||^2, mean over pairs
+                              (1: an even straight path, the ideal; T: one jump); <pairs> = prior
+                              (latent pairs from N(0, I)) or encoded (encoder means)
     interp_evenness_<pairs>   mean over pairs of max step / path length (1/T even, 1 a jump)
-    modes_covered             classes receiving at least half their real share among samples
-    class_kl                  KL(real class histogram || generated class histogram)
+    interp_degenerate_<pairs> share of pairs left out of the two above because their endpoint
+                              images coincide in feature space (1 for a constant generator,
+                              whose interpolation metrics are then absent)
+    modes_covered             classes receiving at least half their real share among samples,
+                              both shares by the domain classifier's predictions
+    class_kl                  KL(real class histogram || generated class histogram), both
+                              histograms of the domain classifier's predictions
     eval_seconds              wall time of the evaluation
 
 Tags
-    suite, cell_id, model, label, seed, status ("finished" | "failed"), failure_reason,
+    suite, cell_id, variant_id (the resolved configuration without the seed: the seeds of one
+    variant share it), model, label, seed, status ("finished" | "failed"), failure_reason,
     inception_skipped (why the Inception metrics are absent, when they are),
     device (e.g. "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"), mlflow.source.git.commit (commit of
     the harness that ran the cell, when run from a git checkout; "-dirty" appended when the
@@ -49,9 +60,13 @@ TRAIN_PREFIX = "train/"
 TRAIN_SECONDS = "train_seconds"
 TRAIN_IMAGES_PER_S = "train_images_per_s"
 CELL_SECONDS = "cell_seconds"
+GENERATOR_UPDATES = "generator_updates"
+DISCRIMINATOR_UPDATES = "discriminator_updates"
+IMAGES_SEEN = "images_seen"
 
 TAG_SUITE = "suite"
 TAG_CELL_ID = "cell_id"
+TAG_VARIANT_ID = "variant_id"
 TAG_MODEL = "model"
 TAG_LABEL = "label"
 TAG_SEED = "seed"
@@ -106,8 +121,12 @@ def recall_key(space: str) -> str:
     return f"recall_{space}"
 
 
-def interp_ppl_key(pairs: str) -> str:
-    return f"interp_ppl_{pairs}"
+def interp_energy_key(pairs: str) -> str:
+    return f"interp_energy_{pairs}"
+
+
+def interp_degenerate_key(pairs: str) -> str:
+    return f"interp_degenerate_{pairs}"
 
 
 def interp_evenness_key(pairs: str) -> str:

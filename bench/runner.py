@@ -79,7 +79,14 @@ def load_suite_data(suite: Suite, cli_root: str | None = None) -> ImageData:
     d = suite.dataset
     try:
         data = load_dataset(
-            d.name, d.root, cli_root, d.train_split, d.eval_split, d.train_limit, d.eval_limit
+            d.name,
+            d.root,
+            cli_root,
+            d.train_split,
+            d.eval_split,
+            d.train_limit,
+            d.eval_limit,
+            subset_seed=d.subset_seed,
         )
     except DatasetNotFound:
         raise
@@ -435,7 +442,7 @@ def run_cell(cell: Cell, context: SuiteContext, description: str) -> str | None:
             cell.variant.model,
             cell.variant.options,
             evaluator.data.image_shape,
-            budget.hparams(),
+            cell.hparams(),
             evaluator.device,
         )
         if cell.compute.compile:
@@ -482,11 +489,14 @@ def run_cell(cell: Cell, context: SuiteContext, description: str) -> str | None:
             resume=resume,
             stop_requested=context.stop,
             precision=cell.compute.precision,
+            # a step is one generator update (its critic steps included), or one batch
+            calls_per_step=model.n_critic if budget.parity == "generator_updates" else 1,
         )
         metrics, images = evaluate.evaluate(model, evaluator, cell.seed)
         tracking.log_metrics(client, run_id, metrics, num_steps)
-        log_artifacts(client, run_id, cell, model, evaluator.data, images, context.suite_text)
+        log_artifacts(client, run_id, cell, model, evaluator, images, context.suite_text)
         timings = {
+            **model.update_counts(budget.batch_size),  # generator_updates, ... (bench/keys.py)
             keys.TRAIN_SECONDS: result.seconds,
             keys.TRAIN_IMAGES_PER_S: result.images_per_second,
             keys.CELL_SECONDS: time.perf_counter() - started,
@@ -520,7 +530,7 @@ def _kept(step: int | None, folder: Path) -> str:
 
 
 def log_artifacts(
-    client, run_id: str, cell: Cell, model, data: ImageData, images: dict, suite_text: str
+    client, run_id: str, cell: Cell, model, evaluator, images: dict, suite_text: str
 ) -> None:
     strips = images.get("interpolation")
     grid = cell.evaluation.grid_size
@@ -531,14 +541,14 @@ def log_artifacts(
         (folder / keys.ARTIFACT_CONFIG).write_text(
             json.dumps({"cell_id": cell.id, "suite": cell.suite, **cell.config()}, indent=2)
         )
-        samples = to_unit_range(model.sample(grid, generator=generator)).cpu()
+        # decoded under the same batch-norm policy as the metrics
+        with evaluate.decoder_statistics(model, evaluator, cell.seed, "prior"):
+            samples = to_unit_range(model.sample(grid, generator=generator)).cpu()
         save_image(samples, folder / keys.ARTIFACT_SAMPLES, nrow=_grid_columns(grid))
         if model.has_encoder:
-            save_image(
-                reconstruction_grid(model, data, grid // 2),
-                folder / keys.ARTIFACT_RECONSTRUCTIONS,
-                nrow=_grid_columns(grid),
-            )
+            with evaluate.decoder_statistics(model, evaluator, cell.seed, "encoded"):
+                recons = reconstruction_grid(model, evaluator.data, grid // 2)
+            save_image(recons, folder / keys.ARTIFACT_RECONSTRUCTIONS, nrow=_grid_columns(grid))
         if strips is not None and len(strips):
             save_image(
                 to_unit_range(strips.flatten(0, 1)).cpu(),

@@ -25,7 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import models
 
 # Bump when a change to the training or evaluation code makes old results incomparable.
-CODE_VERSION = "1"
+# 2: budgets count generator updates, per-variant optimizer settings, interpolation and mode
+#    metrics redefined, decoder batch-norm recalibrated before evaluation, seeded subsets.
+CODE_VERSION = "2"
 
 SAFE_LABEL = re.compile(r"[A-Za-z0-9_=+-][A-Za-z0-9_.=+-]*")  # also safe as a file name
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # suite names: folder names too, never ..
@@ -46,13 +48,47 @@ class DatasetConfig(Strict):
     root: str | None = Field(None, description="folder holding the dataset files")
     train_split: Literal["train", "test"] = "train"
     eval_split: Literal["train", "test"] = "test"
-    train_limit: int | None = Field(None, gt=0, description="use the first N training images")
-    eval_limit: int | None = Field(None, gt=0, description="use the first N evaluation images")
+    train_limit: int | None = Field(
+        None, gt=0, description="use a seeded class-stratified random subset of N training images"
+    )
+    eval_limit: int | None = Field(
+        None, gt=0, description="use a seeded class-stratified random subset of N evaluation images"
+    )
+    subset_seed: int = Field(0, ge=0, description="seed of the train_limit / eval_limit subsets")
+
+    @model_validator(mode="after")
+    def held_out_evaluation(self) -> DatasetConfig:
+        # FID against the training images rewards memorising them: evaluate on held-out data
+        if self.eval_split == self.train_split:
+            raise ValueError(
+                f"eval_split is the training split ({self.train_split!r}); evaluate on held-out "
+                "images: use train_split: train with eval_split: test"
+            )
+        return self
+
+
+OPTIMIZER_FIELDS = ("lr_g", "lr_d", "betas", "n_critic")
 
 
 class BudgetConfig(Strict):
+    """The budget every variant gets. `steps` / `epochs` count the unit `parity` names:
+
+    generator_updates (default)  updates of the generator / decoder (and encoder): a WGAN-GP
+                                 variant trains its critic n_critic times per step, on n_critic
+                                 batches, so its generator gets as many updates as a BCE one
+    batches                      batches of data: every variant sees the same images, and a
+                                 WGAN-GP generator gets 1/n_critic of the updates
+
+    `epochs: E` is E * (training images // batch_size) steps of that unit.
+    lr_g, lr_d, betas and n_critic are the defaults of every variant; a model entry may override
+    them (`optimizer:`), and the resolved values are part of each cell.
+    """
+
     epochs: float | None = Field(None, gt=0)
     steps: int | None = Field(None, gt=0)
+    parity: Literal["generator_updates", "batches"] = Field(
+        "generator_updates", description="what steps/epochs count: generator updates or batches"
+    )
     batch_size: int = Field(64, gt=0)
     latent_dim: int = Field(64, gt=0)
     width: int = Field(64, gt=0, description="channels of the first conv layer of every network")
@@ -78,15 +114,21 @@ class BudgetConfig(Strict):
             raise ValueError("Adam betas must be in [0, 1)")
         return betas
 
-    def hparams(self) -> models.Hparams:
-        return models.Hparams(
-            latent_dim=self.latent_dim,
-            width=self.width,
-            lr_g=self.lr_g,
-            lr_d=self.lr_d,
-            betas=tuple(self.betas),
-            n_critic=self.n_critic,
-        )
+
+class OptimizerConfig(Strict):
+    """A model entry's overrides of the budget's optimizer settings (unset: the budget's)."""
+
+    lr_g: float | None = Field(None, gt=0)
+    lr_d: float | None = Field(None, gt=0)
+    betas: tuple[float, float] | None = None
+    n_critic: int | None = Field(None, ge=1)
+
+    @field_validator("betas")
+    @classmethod
+    def betas_in_range(cls, betas: tuple[float, float] | None) -> tuple[float, float] | None:
+        if betas is not None and not all(0 <= b < 1 for b in betas):
+            raise ValueError("Adam betas must be in [0, 1)")
+        return betas
 
 
 class ComputeConfig(Strict):
@@ -109,13 +151,24 @@ class EvaluationConfig(Strict):
     interp_pairs: int = Field(16, gt=0, description="latent pairs per interpolation metric")
     interp_steps: int = Field(16, gt=0, description="T: steps per interpolation path")
     interp_strips: int = Field(6, ge=0, description="paths per kind drawn in interpolation.png")
+    batch_norm: Literal["recalibrate", "running"] = Field(
+        "recalibrate",
+        description="decoder batch-norm statistics when evaluating: re-estimated on the latents "
+        "about to be decoded, or the running averages training left",
+    )
+    calibration_samples: int = Field(
+        4096, gt=0, description="latents (prior draws, encoded training images) per recalibration"
+    )
 
 
 class VariantConfig(Strict):
     label: str = Field(..., min_length=1)
     model: str
     options: dict[str, Any] = {}
-    grid: dict[str, list[Any]] = Field({}, description="option -> values, expanded as a product")
+    optimizer: OptimizerConfig = OptimizerConfig()
+    grid: dict[str, list[Any]] = Field(
+        {}, description="option (or lr_g, lr_d, betas, n_critic) -> values, expanded as a product"
+    )
 
     @field_validator("label")
     @classmethod
@@ -155,6 +208,9 @@ class Variant:
     label: str
     model: str
     options: dict[str, Any]  # fully resolved: every option with its value or default
+    # resolved optimizer settings: lr_g, betas, n_critic (1 where the loss has no critic steps)
+    # and lr_d (only for variants with a discriminator)
+    optimizer: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -173,10 +229,15 @@ class Cell:
         compute = {}
         if self.compute != ComputeConfig():
             compute["compute"] = self.compute.model_dump()
+        # how often it logs and checkpoints does not change what a cell computes; the optimizer
+        # settings are the variant's own (resolved), not the budget's defaults
+        budget = self.budget.model_dump(
+            exclude={"log_every", "checkpoint_every", *OPTIMIZER_FIELDS}
+        )
         return {
             "dataset": dataset,
-            # how often it logs and checkpoints does not change what a cell computes
-            "budget": self.budget.model_dump(exclude={"log_every", "checkpoint_every"}),
+            "budget": budget,
+            "optimizer": self.variant.optimizer,
             "evaluation": self.evaluation.model_dump(),
             "model": self.variant.model,
             "options": self.variant.options,
@@ -186,12 +247,33 @@ class Cell:
 
     @property
     def id(self) -> str:
-        canonical = json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return _digest(self.config())
+
+    @property
+    def variant_id(self) -> str:
+        """The id of the resolved configuration without the seed: the cells of one variant (its
+        seeds) share it, and a changed setting gives another."""
+        return _digest({k: v for k, v in self.config().items() if k != "seed"})
+
+    def hparams(self) -> models.Hparams:
+        budget, optimizer = self.budget, self.variant.optimizer
+        return models.Hparams(
+            latent_dim=budget.latent_dim,
+            width=budget.width,
+            lr_g=optimizer["lr_g"],
+            lr_d=optimizer.get("lr_d", budget.lr_d),
+            betas=tuple(optimizer["betas"]),
+            n_critic=optimizer["n_critic"],
+        )
 
     @property
     def name(self) -> str:
         return f"{self.variant.label}/seed{self.seed}"
+
+
+def _digest(config: dict[str, Any]) -> str:
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -262,6 +344,7 @@ def _describe(err: ValidationError) -> str:
 
 SECTIONS = {
     "dataset": DatasetConfig,
+    "optimizer": OptimizerConfig,
     "budget": BudgetConfig,
     "evaluation": EvaluationConfig,
     "compute": ComputeConfig,
@@ -283,16 +366,18 @@ def variants(suite: Suite) -> list[Variant]:
         keys = list(entry.grid)
         for combo in itertools.product(*(entry.grid[k] for k in keys)):
             chosen = dict(zip(keys, combo, strict=True))
+            model_chosen = {k: v for k, v in chosen.items() if k not in OPTIMIZER_FIELDS}
             try:
-                options = models.validate_options(entry.model, {**entry.options, **chosen})
+                options = models.validate_options(entry.model, {**entry.options, **model_chosen})
             except models.ModelConfigError as err:
                 allowed = ""
                 if "unknown option" in str(err):
                     names = [row[0] for row in models.option_table(entry.model)]
                     allowed = f"; {entry.model} options: {', '.join(names)} (see `bench models`)"
                 raise SuiteError(f"{where}: {err}{allowed}") from None
+            optimizer = _resolve_optimizer(suite.budget, entry, chosen, options, where)
             label = _format_label(entry.label, chosen, where)
-            expanded.append(Variant(label, entry.model, options.model_dump()))
+            expanded.append(Variant(label, entry.model, options.model_dump(), optimizer))
     labels = [v.label for v in expanded]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
@@ -301,6 +386,36 @@ def variants(suite: Suite) -> list[Variant]:
             "(use {option} placeholders for grids)"
         )
     return expanded
+
+
+def _resolve_optimizer(
+    budget: BudgetConfig,
+    entry: VariantConfig,
+    chosen: dict[str, Any],
+    options: models.ModelOptions,
+    where: str,
+) -> dict[str, Any]:
+    """The optimizer settings a variant trains with: the budget's, overridden by the entry's
+    `optimizer:` and then by its grid. n_critic is 1 for a loss without critic steps and lr_d is
+    left out for a variant without a discriminator, so that a setting the variant never reads
+    cannot split its cells or show in its report row."""
+    overrides = {k: v for k, v in entry.optimizer.model_dump().items() if v is not None}
+    overrides |= {k: v for k, v in chosen.items() if k in OPTIMIZER_FIELDS}
+    try:
+        merged = OptimizerConfig.model_validate(
+            {name: overrides.get(name, getattr(budget, name)) for name in OPTIMIZER_FIELDS}
+        )
+    except ValidationError as err:
+        raise SuiteError(f"{where}: optimizer {_describe(err)}") from None
+    cls = models.model_class(entry.model)
+    resolved = {
+        "lr_g": merged.lr_g,
+        "betas": list(merged.betas),
+        "n_critic": merged.n_critic if cls.uses_critic_steps(options) else 1,
+    }
+    if cls.has_discriminator:
+        resolved["lr_d"] = merged.lr_d
+    return resolved
 
 
 def _format_label(template: str, chosen: dict[str, Any], where: str) -> str:

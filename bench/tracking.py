@@ -156,6 +156,7 @@ def start_cell_run(
         **(extra_tags or {}),
         keys.TAG_SUITE: cell.suite,
         keys.TAG_CELL_ID: cell.id,
+        keys.TAG_VARIANT_ID: cell.variant_id,
         keys.TAG_MODEL: cell.variant.model,
         keys.TAG_LABEL: cell.variant.label,
         keys.TAG_SEED: str(cell.seed),

@@ -226,6 +226,7 @@ def train(
     resume: dict | None = None,
     stop_requested: Callable[[], str | None] | None = None,
     precision: str = "fp32",
+    calls_per_step: int = 1,
 ) -> TrainResult:
     """Run `num_steps` train steps of `model` on `images` (float, model range, on the device).
 
@@ -238,6 +239,10 @@ def train(
     `stop_requested()` is asked at every step boundary: when it returns a reason, a checkpoint is
     saved and Interrupted is raised. precision="bf16" runs each train step under bf16 autocast
     (weights, optimizer state and evaluation stay float32).
+
+    One step is `calls_per_step` calls of model.train_step, each on a fresh batch: with a budget
+    in generator updates a WGAN-GP variant's step is its n_critic critic updates and the generator
+    update after them, so steps, logging, checkpoints and resuming all count generator updates.
     """
     generator = torch.Generator(device=images.device).manual_seed(seed)
     batches = ShuffledBatches(images, batch_size, generator)
@@ -260,9 +265,10 @@ def train(
     )
     try:
         for step in range(first, num_steps + 1):
-            with autocast(images.device, precision):
-                losses = model.train_step(next(batches))
-            accumulator.add(losses)
+            for _ in range(calls_per_step):
+                with autocast(images.device, precision):
+                    losses = model.train_step(next(batches))
+                accumulator.add(losses)
             if step % log_every == 0 or step == num_steps:
                 means = accumulator.means()
                 check_finite(step, means, model)
@@ -293,4 +299,4 @@ def train(
         torch.cuda.synchronize(images.device)
     # A resumed cell's time includes the part before the interruption (as saved at the checkpoint)
     seconds = seconds_before + time.perf_counter() - start
-    return TrainResult(num_steps, num_steps * batch_size, seconds, means)
+    return TrainResult(num_steps, num_steps * calls_per_step * batch_size, seconds, means)

@@ -6,8 +6,12 @@ data into that range and bench.metrics converts out of it, each in one place.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .registry import Hparams, ModelOptions
 
@@ -17,7 +21,15 @@ class GenerativeModel(nn.Module):
     optimizers in `self.optimizers` (name -> optimizer) so checkpoints can save them."""
 
     has_encoder: bool = False
+    has_discriminator: bool = False
     registry_name: str = ""
+    # train_step calls per generator update: the critic steps of WGAN-GP, 1 for everything else
+    n_critic: int = 1
+
+    @classmethod
+    def uses_critic_steps(cls, options: ModelOptions) -> bool:
+        """Whether these options train a critic n_critic times per generator update."""
+        return False
 
     def __init__(self, options: ModelOptions, image_shape, hparams: Hparams, device):
         super().__init__()
@@ -44,11 +56,52 @@ class GenerativeModel(nn.Module):
         torch._functorch.config.donated_buffer = False
         for network in self.children():
             network.compile()
-            # the discriminator's other entry points (Dis_l) are compiled too, so that its
+            # the discriminator's other entry point (Dis_l) is compiled too, so that its
             # batch-norm buffer updates stay in one world
-            for method in ("features", "forward_with_features"):
-                if hasattr(network, method):
-                    setattr(network, method, torch.compile(getattr(network, method)))
+            if hasattr(network, "features"):
+                network.features = torch.compile(network.features)
+
+    @contextmanager
+    @torch.no_grad()
+    def decoder_statistics(self, latents: Iterable[torch.Tensor]) -> Iterator[None]:
+        """Within the block, the decoder's batch-norm running statistics are those of the given
+        latents (a plain average over all their batches, not the training-time moving average);
+        afterwards the trained ones are back, so evaluating never changes the model.
+
+        Why: in eval mode a decoder normalises with running statistics that training averaged
+        over whatever it decoded, with weights that kept moving. A VAE-GAN's decoder decodes
+        posterior samples and prior samples in turn, so its running statistics fit neither; a
+        VAE's decoder has never decoded a prior sample at all. Re-estimating them on the inputs
+        about to be decoded (prior latents before sampling, encoder means before reconstructing)
+        gives every variant statistics of its final weights and of the right inputs."""
+        norms = [m for m in self.decoder.modules() if isinstance(m, _BatchNorm)]
+        saved = [
+            (
+                m.running_mean.clone(),
+                m.running_var.clone(),
+                m.num_batches_tracked.clone(),
+                m.momentum,
+            )
+            for m in norms
+        ]
+        was_training = self.decoder.training
+        try:
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average over the calibration batches
+            self.decoder.train()
+            with torch.compiler.set_stance("force_eager"):
+                for z in latents:
+                    self.decoder(z.to(self.device))
+            self.decoder.train(was_training)
+            yield
+        finally:
+            self.decoder.train(was_training)
+            for m, (mean, var, count, momentum) in zip(norms, saved, strict=True):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+                m.momentum = momentum
 
     def prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """z ~ N(0, I)."""
@@ -81,6 +134,16 @@ class GenerativeModel(nn.Module):
             return mu
         finally:
             self.train(was_training)
+
+    def update_counts(self, batch_size: int) -> dict[str, int]:
+        """Updates so far of the generator / decoder (and encoder) and of the discriminator, and
+        the training images they consumed (every train_step call takes one batch)."""
+        # the names are bench.keys' GENERATOR_UPDATES, DISCRIMINATOR_UPDATES, IMAGES_SEEN
+        return {
+            "generator_updates": self.num_steps // self.n_critic,
+            "discriminator_updates": self.num_steps if self.has_discriminator else 0,
+            "images_seen": self.num_steps * batch_size,
+        }
 
     def get_extra_state(self):
         return {"num_steps": self.num_steps}

@@ -29,6 +29,11 @@ class Dcgan(GenerativeModel):
         gp_lambda: float = Field(10.0, ge=0, description="WGAN-GP gradient penalty weight")
 
     has_encoder = False
+    has_discriminator = True
+
+    @classmethod
+    def uses_critic_steps(cls, options) -> bool:
+        return options.loss == "wgan-gp"
 
     def __init__(self, options, image_shape, hparams, device):
         super().__init__(options, image_shape, hparams, device)

@@ -120,16 +120,6 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x, self.num_layers).flatten(1)).squeeze(1)
 
-    def forward_with_features(
-        self, x: torch.Tensor, layer: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(D(x), Dis_l(x)) from one pass: the same numbers as forward(x) and features(x, layer)."""
-        features = self.features(x, layer)
-        h = features
-        for block in self.blocks[layer:]:
-            h = block(h)
-        return self.head(h.flatten(1)).squeeze(1), features
-
 
 def init_weights(module: nn.Module) -> None:
     """DCGAN initialisation: N(0, 0.02) for conv/linear weights, N(1, 0.02) for norm scales."""

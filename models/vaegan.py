@@ -11,7 +11,8 @@
 
 Each network receives the gradient of its own loss only (models.base.descend): the GAN loss never
 reaches the encoder, L_llike never reaches the discriminator, whose layer-l features are a fixed
-metric during the encoder/decoder update. Two update schedules (option `update`):
+metric during the encoder/decoder update. Dis_l(x) and Dis_l(x_tilde) come from one pass over both
+batches, so that batch norm normalises them alike and L_llike is a per-sample comparison. Two update schedules (option `update`):
 
     alternating   (default) discriminator first, then encoder and decoder against the updated
                   discriminator, as GANs are usually trained (Goodfellow et al. 2014, Algorithm 1)
@@ -70,6 +71,11 @@ class VaeGan(GenerativeModel):
         )
 
     has_encoder = True
+    has_discriminator = True
+
+    @classmethod
+    def uses_critic_steps(cls, options) -> bool:
+        return options.adversarial == "wgan-gp"
 
     def __init__(self, options, image_shape, hparams, device):
         super().__init__(options, image_shape, hparams, device)
@@ -86,20 +92,23 @@ class VaeGan(GenerativeModel):
             "discriminator": self.adam(self.discriminator, hparams.lr_d),
         }
 
-    def reconstruction_nll(self, x_tilde, x, features=None):
+    def reconstruction_nll(self, x_tilde, x):
         """L_llike: Gaussian negative log-likelihood of x given its reconstruction, measured on the
-        discriminator's layer-l features (disfeat) or on pixels. `features`, when a discriminator
-        pass has computed them already: (Dis_l(x_tilde), Dis_l(x))."""
+        discriminator's layer-l features (disfeat) or on pixels."""
         if self.options.recon == "pixel":
             sigma = self.options.pixel_sigma
             return gaussian_nll(x_tilde / sigma, x / sigma)
-        if features is None:
-            layer = self.options.dis_layer
-            with torch.no_grad():
-                target = self.discriminator.features(x, layer)
-            features = self.discriminator.features(x_tilde, layer), target
-        tilde_features, target = features
-        return gaussian_nll(tilde_features, target.detach())
+        return gaussian_nll(*self.feature_pair(x_tilde, x))
+
+    def feature_pair(self, x_tilde, x):
+        """(Dis_l(x_tilde), Dis_l(x)) from ONE discriminator pass over both batches. With batch
+        norm in the discriminator, separate passes would normalise the two with different batch
+        statistics, so every reconstruction's features would move with the rest of its batch;
+        one pass applies the same normalisation to both and L_llike compares each
+        reconstruction with its own input only. Dis_l(x) is a fixed target (no gradient)."""
+        both = self.discriminator.features(torch.cat([x_tilde, x]), self.options.dis_layer)
+        tilde_features, target = both.split(x.size(0))
+        return tilde_features, target.detach()
 
     def forward_pass(self, x):
         """x -> (mu, logvar, x_tilde = Dec(Enc(x)), x_p = Dec(z_p)), z_p ~ N(0, I)."""
@@ -142,23 +151,24 @@ class VaeGan(GenerativeModel):
         }
         return loss_enc, loss_dec, logs
 
-    def autoencoder_step(self, x, mu, logvar, x_tilde, x_p):
-        """Encoder and decoder against the (updated) discriminator. Dis(x_tilde) and
-        Dis_l(x_tilde) come from one pass; the target Dis_l(x) is a constant."""
-        dis, layer = self.discriminator, self.options.dis_layer
+    def generator_loss(self, d_tilde, d_p):
+        """The decoder's adversarial term: non-saturating -log D(x_tilde) - log D(x_p), or the
+        WGAN generator loss -E[C(fake)] over reconstructions and prior samples together."""
         if self.wgan:
-            d_fake, fake_features = dis.forward_with_features(torch.cat([x_tilde, x_p]), layer)
-            tilde_features = fake_features[: x.size(0)]
-            gan = wgan_generator_loss(d_fake)
-        else:
-            d_tilde, tilde_features = dis.forward_with_features(x_tilde, layer)
-            gan = neg_log_d(d_tilde) + neg_log_d(dis(x_p))
-        features = None
-        if self.options.recon == "disfeat":
-            with torch.no_grad():
-                target = dis.features(x, layer)
-            features = tilde_features, target
-        llike = self.reconstruction_nll(x_tilde, x, features)
+            return wgan_generator_loss(torch.cat([d_tilde, d_p]))
+        return neg_log_d(d_tilde) + neg_log_d(d_p)
+
+    def discriminator_scores(self, x_tilde, x_p):
+        """(Dis(x_tilde), Dis(x_p)): one pass over both for a critic without batch norm, one per
+        batch for a batch-norm discriminator (as its own step scores them)."""
+        if self.wgan:
+            return self.discriminator(torch.cat([x_tilde, x_p])).split(x_tilde.size(0))
+        return self.discriminator(x_tilde), self.discriminator(x_p)
+
+    def autoencoder_step(self, x, mu, logvar, x_tilde, x_p):
+        """Encoder and decoder against the (updated) discriminator."""
+        gan = self.generator_loss(*self.discriminator_scores(x_tilde, x_p))
+        llike = self.reconstruction_nll(x_tilde, x)
         loss_enc, loss_dec, logs = self.autoencoder_losses(mu, logvar, llike, gan)
         descend(
             (loss_enc, self.encoder, self.optimizers["encoder"]),
@@ -168,26 +178,22 @@ class VaeGan(GenerativeModel):
 
     def simultaneous_step(self, x, mu, logvar, x_tilde, x_p):
         """Larsen et al.'s Algorithm 1: the discriminator scores reals, reconstructions and prior
-        samples once, Dis_l comes from the same passes, and the three networks step on the
-        gradients of their own losses, all taken at the current weights."""
-        dis, layer = self.discriminator, self.options.dis_layer
-        d_x, real_features = dis.forward_with_features(x, layer)
-        if self.wgan:  # no batch norm in the critic: one pass over all fakes
+        samples once, and the three networks step on the gradients of their own losses, all
+        taken at the current weights."""
+        dis = self.discriminator
+        d_x = dis(x)
+        d_tilde, d_p = self.discriminator_scores(x_tilde, x_p)
+        if self.wgan:
             fake = torch.cat([x_tilde, x_p])
-            d_fake, fake_features = dis.forward_with_features(fake, layer)
-            tilde_features = fake_features[: x.size(0)]
-            wasserstein = -wgan_critic_loss(d_x, d_fake)
+            wasserstein = -wgan_critic_loss(d_x, torch.cat([d_tilde, d_p]))
             gp = gradient_penalty(dis, torch.cat([x, x]), fake)  # on detached fakes
             loss_d = -wasserstein + self.options.gp_lambda * gp
-            gan = wgan_generator_loss(d_fake)
             logs = {"loss_d": loss_d, "wasserstein": wasserstein, "gp": gp}
-        else:  # separate batches of reals and fakes for batch norm, as in discriminator_step
-            d_p = dis(x_p)
-            d_tilde, tilde_features = dis.forward_with_features(x_tilde, layer)
+        else:
             loss_d = neg_log_d(d_x) + neg_log_one_minus_d(d_p) + neg_log_one_minus_d(d_tilde)
-            gan = neg_log_d(d_tilde) + neg_log_d(d_p)
             logs = {"loss_d": loss_d}
-        llike = self.reconstruction_nll(x_tilde, x, (tilde_features, real_features))
+        gan = self.generator_loss(d_tilde, d_p)
+        llike = self.reconstruction_nll(x_tilde, x)
         loss_enc, loss_dec, autoencoder_logs = self.autoencoder_losses(mu, logvar, llike, gan)
         descend(
             (loss_d, dis, self.optimizers["discriminator"]),
