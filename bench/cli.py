@@ -169,10 +169,15 @@ def run(
         raise SuiteError("--parallel is for the local executor; Ray schedules by --gpus-per-cell")
     if dry_run:
         cells = expand(suite)
-        click.echo(f"suite {suite.name}: {len(cells)} cells")
+        unit = "generator updates" if suite.budget.parity == "generator_updates" else "batches"
+        amount = suite.budget.steps or f"{suite.budget.epochs} epochs of"
+        click.echo(f"suite {suite.name}: {len(cells)} cells; budget {amount} {unit} per cell")
         for cell in cells:
             options = ", ".join(f"{k}={v}" for k, v in cell.variant.options.items())
-            click.echo(f"  {cell.id}  {cell.name:<32} {cell.variant.model}({options})")
+            optimizer = ", ".join(f"{k} {v}" for k, v in cell.variant.optimizer.items())
+            click.echo(
+                f"  {cell.id}  {cell.name:<32} {cell.variant.model}({options}); Adam {optimizer}"
+            )
         return
     from .runner import run_suite  # torch and mlflow load only when there is work to do
 

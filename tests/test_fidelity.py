@@ -226,6 +226,47 @@ def test_kid_subset_size_is_clamped_to_the_samples(fake_and_real, classifier_fil
     assert all(math.isfinite(metrics[key("domain")]) for key in SPACE_KEYS)
 
 
+@pytest.mark.parametrize(
+    ("fake", "real", "subset"), [(30, 200, 15), (5000, 10000, 1000), (9, 9, 4)]
+)
+def test_kid_subsets_hold_at_most_half_of_the_smaller_side(fake, real, subset):
+    assert fidelity.kid_subset(1000, torch.empty(fake, 2), torch.empty(real, 2)) == subset
+
+
+def test_kid_std_measures_the_spread_of_different_subsets():
+    """With subsets as large as the set every subset is the whole set: 100 identical estimates
+    and a std of exactly 0. At half the set they differ."""
+    torch.manual_seed(0)
+    fake, real = torch.randn(60, 8), torch.randn(60, 8) + 0.3
+    metrics = fidelity.feature_metrics("domain", fake, real, kid_subset_size=1000, prc=False)
+    assert metrics[keys.kid_std_key("domain")] > 0
+
+
+def test_precision_recall_use_equal_counts(monkeypatch):
+    """More real than generated features: precision/recall see k of each (a seeded subset of the
+    real side, the same for every call), FID and KID see everything."""
+    seen = []
+    original = fidelity.prc_features_to_metric
+
+    def spy(fake, real, **options):
+        seen.append((len(fake), len(real), real.clone()))
+        return original(fake, real, **options)
+
+    monkeypatch.setattr(fidelity, "prc_features_to_metric", spy)
+    torch.manual_seed(1)
+    fake, real = torch.randn(40, 8), torch.randn(150, 8)
+    first = fidelity.feature_metrics("domain", fake, real)
+    fidelity.feature_metrics("domain", fake, real)
+    assert [s[:2] for s in seen] == [(40, 40), (40, 40)]
+    torch.testing.assert_close(seen[0][2], seen[1][2])  # the same subset every time
+    assert set(map(tuple, seen[0][2].tolist())) <= set(map(tuple, real.tolist()))
+    # FID used every real feature: it differs from FID against the subset alone
+    subset_only = fidelity.feature_metrics("domain", fake, seen[0][2], prc=False)
+    assert first[keys.fid_key("domain")] != subset_only[keys.fid_key("domain")]
+    fake_side, real_side = fidelity.equal_counts(torch.randn(90, 2), torch.randn(30, 2))
+    assert len(fake_side) == len(real_side) == 30
+
+
 def test_bad_inputs_fail_with_a_clear_message(fake_and_real, classifier_file, tmp_path):
     fake, real = fake_and_real
     with pytest.raises(ValueError, match="unknown feature space"):

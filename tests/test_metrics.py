@@ -15,7 +15,8 @@ def flatten(images: torch.Tensor) -> torch.Tensor:
     return images.flatten(1)
 
 
-def test_linear_decoder_gives_the_squared_path_length_and_perfect_evenness():
+def test_linear_decoder_scores_the_ideal_energy_and_evenness():
+    """Features moving linearly with t: the straight even path, energy 1 and evenness 1/T."""
     torch.manual_seed(0)
     a_matrix = torch.randn(12, 5)
 
@@ -24,39 +25,97 @@ def test_linear_decoder_gives_the_squared_path_length_and_perfect_evenness():
 
     z_a, z_b = torch.randn(7, 5), torch.randn(7, 5)
     steps = 8
-    ppl, evenness, frames = interpolation_metrics(decode, flatten, z_a, z_b, steps, "lerp")
-    expected = ((z_b - z_a) @ a_matrix.T).pow(2).sum(1).mean().item()  # ||A(z_b - z_a)||^2
-    assert ppl == pytest.approx(expected, rel=1e-5)
-    assert evenness == pytest.approx(1 / steps, rel=1e-5)
-    assert frames.shape == (7, steps + 1, 1, 3, 4)
-    torch.testing.assert_close(frames[:, 0], decode(z_a))
-    torch.testing.assert_close(frames[:, -1], decode(z_b), rtol=1e-5, atol=1e-5)
+    result = interpolation_metrics(decode, flatten, z_a, z_b, steps, "lerp")
+    assert result.energy == pytest.approx(1.0, rel=1e-6)
+    assert result.evenness == pytest.approx(1 / steps, rel=1e-5)
+    assert result.degenerate == 0.0
+    assert result.frames.shape == (7, steps + 1, 1, 3, 4)
+    torch.testing.assert_close(result.frames[:, 0], decode(z_a))
+    torch.testing.assert_close(result.frames[:, -1], decode(z_b), rtol=1e-5, atol=1e-5)
 
 
-def test_slerp_on_a_circle_has_equal_chords():
+def test_slerp_on_a_circle_is_even_but_not_straight():
     # Two orthogonal vectors of norm 2: the path is a quarter circle of radius 2.
     z_a = torch.tensor([[2.0, 0.0, 0.0]])
     z_b = torch.tensor([[0.0, 2.0, 0.0]])
     steps = 6
-    ppl, evenness, _ = interpolation_metrics(
-        lambda z: z.view(-1, 1, 1, 3), flatten, z_a, z_b, steps, "slerp"
-    )
-    chord = 2 * 2 * math.sin((math.pi / 2) / (2 * steps))
-    assert ppl == pytest.approx(chord**2 * steps**2, rel=1e-5)
-    assert evenness == pytest.approx(1 / steps, rel=1e-5)
+    result = interpolation_metrics(lambda z: z.view(-1, 1, 1, 3), flatten, z_a, z_b, steps)
+    chord = 2 * 2 * math.sin((math.pi / 2) / (2 * steps))  # one step
+    endpoints = 2 * math.sqrt(2)  # the quarter circle's chord
+    # T * sum_t s_t^2 / D^2 with T equal steps: (T * chord / D)^2 = (arc / chord)^2 > 1
+    assert result.energy == pytest.approx((steps * chord / endpoints) ** 2, rel=1e-5)
+    assert result.energy > 1.0
+    assert result.evenness == pytest.approx(1 / steps, rel=1e-5)
 
 
 def test_step_discontinuity_is_a_jump():
-    c = torch.tensor([3.0, 4.0])  # ||c||^2 = 25
+    c = torch.tensor([3.0, 4.0])
 
     def decode(z):  # 0 below 0.5, c above: all the change happens in one step
         return ((z[:, :1] > 0.5).float() * c).view(-1, 1, 1, 2)
 
     steps = 5  # t = 0, .2, .4, .6, .8, 1: the jump is between .4 and .6
     z_a, z_b = torch.zeros(3, 1), torch.ones(3, 1)
-    ppl, evenness, _ = interpolation_metrics(decode, flatten, z_a, z_b, steps, "lerp")
-    assert evenness == pytest.approx(1.0)
-    assert ppl == pytest.approx(25.0 * steps)  # mean(d_t) * T^2 = (25 / T) * T^2
+    result = interpolation_metrics(decode, flatten, z_a, z_b, steps, "lerp")
+    assert result.evenness == pytest.approx(1.0)
+    assert result.energy == pytest.approx(steps)  # T * |c|^2 / |c|^2
+
+
+def collapse_generators(dim: int = 4, features: int = 6):
+    """decoders (z -> 1x1xF 'images') of a constant generator, a two-point generator that jumps
+    between two images by the sign of z_0, and a linear one."""
+    torch.manual_seed(5)
+    a_matrix, image_a, image_b = (
+        torch.randn(features, dim),
+        torch.randn(features),
+        torch.randn(features),
+    )
+    return {
+        "constant": lambda z: image_a.expand(len(z), -1).reshape(-1, 1, 1, features),
+        "two-point": lambda z: torch.where(z[:, :1] > 0, image_a, image_b).view(-1, 1, 1, features),
+        "linear": lambda z: (z @ a_matrix.T).view(-1, 1, 1, features),
+    }
+
+
+@pytest.mark.parametrize("method", ["lerp", "slerp"])
+def test_no_collapsed_generator_beats_the_linear_one(method):
+    """A constant generator has no path to measure (every pair degenerate: no score, so nothing
+    to win), a two-point generator jumps (energy T, evenness 1), the linear one is ideal (energy
+    1 for lerp, evenness 1/T); the old path-length metric ranked the constant generator first."""
+    torch.manual_seed(6)
+    z_a, z_b = torch.randn(64, 4), torch.randn(64, 4)
+    steps = 10
+    scores = {
+        name: interpolation_metrics(decode, flatten, z_a, z_b, steps, method)
+        for name, decode in collapse_generators().items()
+    }
+    linear, jump, constant = scores["linear"], scores["two-point"], scores["constant"]
+    assert constant.degenerate == 1.0 and constant.energy is None and constant.evenness is None
+    assert linear.degenerate == 0.0
+    # pairs on the same side of z_0 = 0 share their image: left out and counted
+    same_side = ((z_a[:, 0] > 0) == (z_b[:, 0] > 0)).double().mean().item()
+    assert jump.degenerate == pytest.approx(same_side)
+    assert jump.energy == pytest.approx(steps) and jump.evenness == pytest.approx(1.0)
+    assert linear.energy < jump.energy and linear.evenness < jump.evenness
+    if method == "lerp":
+        assert linear.energy == pytest.approx(1.0) and linear.evenness == pytest.approx(1 / steps)
+
+
+def test_path_energy_is_at_least_one_and_one_only_for_even_straight_paths():
+    from bench.interpolation import path_scores
+
+    torch.manual_seed(7)
+    t = torch.linspace(0, 1, 9).view(1, -1, 1)
+    a, b = torch.randn(5, 1, 3), torch.randn(5, 1, 3)
+    straight = a + t * (b - a)
+    uneven = a + t.pow(2) * (b - a)  # straight but accelerating
+    detour = straight + torch.sin(math.pi * t) * torch.randn(5, 1, 3)  # same ends, bent
+    energy = {
+        name: path_scores(f)[0]
+        for name, f in (("straight", straight), ("uneven", uneven), ("detour", detour))
+    }
+    torch.testing.assert_close(energy["straight"], torch.ones(5, dtype=torch.float64))
+    assert (energy["uneven"] > 1.01).all() and (energy["detour"] > 1.01).all()
 
 
 def test_interpolations_hit_their_end_points():
@@ -150,8 +209,13 @@ def synthetic_evaluator():
     from bench.suite import DatasetConfig, EvaluationConfig
 
     data = load_dataset("synthetic", train_limit=1024, eval_limit=400)
+    # the fake models here have no batch norm to recalibrate
     config = EvaluationConfig(
-        num_samples=400, batch_size=200, feature_extractors=["domain"], interp_pairs=4
+        num_samples=400,
+        batch_size=200,
+        feature_extractors=["domain"],
+        interp_pairs=4,
+        batch_norm="running",
     )
     return prepare(data, DatasetConfig(name="synthetic"), config, torch.device("cpu"), log=print)
 
@@ -183,8 +247,8 @@ def test_evaluation_without_an_encoder_skips_encoder_metrics(synthetic_evaluator
     model = ReplayGenerator(to_model_range(synthetic_evaluator.data.train.images))
     metrics, images = evaluate(model, synthetic_evaluator, seed=0)
     assert keys.RECON_MSE not in metrics
-    assert keys.interp_ppl_key("encoded") not in metrics
-    assert keys.interp_ppl_key("prior") in metrics
+    assert keys.interp_degenerate_key("encoded") not in metrics
+    assert keys.interp_energy_key("prior") in metrics
     assert keys.fid_key("inception") not in metrics  # not asked for in this configuration
     assert all(math.isfinite(v) for v in metrics.values())
     strips = images["interpolation"]
@@ -238,7 +302,8 @@ def test_each_generated_image_goes_through_the_domain_classifier_once(fresh_eval
 
     with torch.no_grad():
         classes = evaluator.classifier(domain.to_input(fake)).argmax(1)
-    covered, kl = mode_coverage(classes, data.eval.labels, data.num_classes)
+        real_classes = evaluator.classifier(domain.to_input(data.eval.images)).argmax(1)
+    covered, kl = mode_coverage(classes, real_classes, data.num_classes)
     for metrics in (cheap, full):
         assert metrics[keys.MODES_COVERED] == covered
         assert metrics[keys.CLASS_KL] == pytest.approx(kl, rel=1e-12)
@@ -251,7 +316,7 @@ def test_each_generated_image_goes_through_the_domain_classifier_once(fresh_eval
         prc=True,
         feature_extractor=domain.EXTRACTOR_NAME,
         feature_extractor_weights_path=str(evaluator.classifier_path),
-        kid_subset_size=min(1000, config.num_samples, len(data.eval.images)),
+        kid_subset_size=min(config.num_samples, len(data.eval.images)) // 2,
         batch_size=config.batch_size,
         cuda=False,
         cache=False,
@@ -274,3 +339,62 @@ def test_each_generated_image_goes_through_the_domain_classifier_once(fresh_eval
             assert key not in cheap, key
     assert full[keys.precision_key("domain")] == expected[keys.precision_key("domain")]
     assert full[keys.recall_key("domain")] == expected[keys.recall_key("domain")]
+
+
+class SequentialReplay(ReplayGenerator):
+    """Samples are the given images in order, each once: a generator whose distribution is
+    exactly the evaluation split's."""
+
+    def __init__(self, images: torch.Tensor):
+        super().__init__(images)
+        self.cursor = 0
+
+    def sample(self, n, generator=None):
+        images = self.images[self.cursor : self.cursor + n]
+        self.cursor += n
+        return images
+
+
+def test_real_images_as_samples_cover_every_mode_with_zero_class_kl(synthetic_evaluator):
+    """Both class histograms come from the same classifier: the evaluation images themselves,
+    as samples, cover every mode and have class_kl ~ 0 (only the half-count smoothing is left),
+    whatever the classifier's errors. Against ground-truth labels, its errors would show up as a
+    KL above zero for a perfect generator."""
+    from bench import keys
+    from bench.data import to_model_range
+    from bench.evaluate import evaluate
+
+    data = synthetic_evaluator.data
+    assert synthetic_evaluator.config.num_samples == len(data.eval.images)
+    model = SequentialReplay(to_model_range(data.eval.images))
+    metrics, _ = evaluate(model, synthetic_evaluator, seed=0, cheap=True)
+    assert metrics[keys.MODES_COVERED] == data.num_classes
+    assert metrics[keys.CLASS_KL] < 2e-3
+    predicted = synthetic_evaluator.real_domain_labels
+    assert len(predicted) == len(data.eval.images)
+    _, kl_truth = mode_coverage(predicted, data.eval.labels, data.num_classes)
+    if not torch.equal(predicted.bincount(minlength=10), data.eval.labels.bincount(minlength=10)):
+        assert kl_truth > 0  # the old definition charged the classifier's errors to the model
+
+
+class ConstantGenerator(ReplayGenerator):
+    def decode(self, z):
+        return self.images[:1].expand(len(z), -1, -1, -1)
+
+
+def test_a_constant_generator_wins_no_interpolation_metric(synthetic_evaluator):
+    from bench import keys
+    from bench.data import to_model_range
+    from bench.evaluate import evaluate
+
+    data = synthetic_evaluator.data
+    constant, _ = evaluate(
+        ConstantGenerator(to_model_range(data.train.images)), synthetic_evaluator, seed=0
+    )
+    assert constant[keys.interp_degenerate_key("prior")] == 1.0
+    assert keys.interp_energy_key("prior") not in constant
+    assert keys.interp_evenness_key("prior") not in constant
+    varied, _ = evaluate(
+        ReplayGenerator(to_model_range(data.train.images)), synthetic_evaluator, seed=0
+    )
+    assert varied[keys.interp_energy_key("prior")] >= 1.0

@@ -710,3 +710,56 @@ def test_gaussian_nll_sums_per_example_and_averages_over_batch():
     b[1] = 2.0
     # example 0: 0.5 * 4 * 1 = 2; example 1: 0.5 * 4 * 4 = 8; mean 5
     assert gaussian_nll(a, b).item() == pytest.approx(5.0)
+
+
+# --- 6. batch norm: a per-sample feature loss, and the decoder's evaluation statistics -----------
+
+
+def test_feature_loss_compares_each_reconstruction_with_its_own_input_only():
+    """With batch norm in the discriminator (BCE), Dis_l(x) and Dis_l(x_tilde) are normalised
+    with the same batch statistics: changing one reconstruction changes only its own row of the
+    feature difference. Separate passes (the old way) move every row."""
+    model = make("vaegan", {"recon": "disfeat", "adversarial": "bce", "dis_layer": 2})
+    model.train()
+    x = images(seed=0)
+    x_tilde = x.clone()
+    x_tilde[0] = images(seed=1)[0]
+    with torch.no_grad():
+        tilde_features, target = model.feature_pair(x_tilde, x)
+        separate = model.discriminator.features(x_tilde, 2) - model.discriminator.features(x, 2)
+    difference = (tilde_features - target).flatten(1).abs().sum(1)
+    assert difference[0] > 0
+    torch.testing.assert_close(difference[1:], torch.zeros_like(difference[1:]))
+    assert (separate[1:].flatten(1).abs().sum(1) > 1e-4).all()
+
+
+def decoder_norm_buffers(model):
+    return [
+        t.clone()
+        for m in model.decoder.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        for t in (m.running_mean, m.running_var, m.num_batches_tracked)
+    ]
+
+
+@pytest.mark.parametrize("name", ["vae", "dcgan", "vaegan"])
+def test_decoder_statistics_are_those_of_the_calibration_latents_then_restored(name):
+    model = make(name, {})
+    for _ in range(3):
+        model.train_step(images())
+    before = decoder_norm_buffers(model)
+    torch.manual_seed(0)
+    latents = [torch.randn(32, LATENT) for _ in range(4)]
+    projection = model.decoder.project[0]  # the linear layer ahead of the first batch norm
+    norm = model.decoder.project[1]
+    with model.decoder_statistics(iter(latents)):
+        with torch.no_grad():
+            activations = torch.cat([projection(z) for z in latents])
+        # a plain average over the calibration batches, not the training-time moving average
+        torch.testing.assert_close(norm.running_mean, activations.mean(0), rtol=1e-4, atol=1e-5)
+        assert not model.decoder.training or model.training
+        inside = model.decode(latents[0])
+    after = decoder_norm_buffers(model)
+    for a, b in zip(before, after, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.allclose(inside, model.decode(latents[0]))  # the statistics mattered
