@@ -34,12 +34,13 @@ def variant_colours(variants: Sequence[str]) -> dict[str, str]:
 def metric_bars(
     summary: pd.DataFrame,
     metrics: Sequence[Metric],
-    best: dict[str, list[str]],
+    starred: dict[str, list[str]],
     colours: dict[str, str],
     path: Path,
 ) -> Path | None:
-    """One panel per metric: mean per variant as a bar, +/- one sample std over seeds as error
-    bar (only with two seeds or more), the best mean marked with a star."""
+    """One panel per metric: mean per variant as a bar, the 95 % t-interval over seeds as error
+    bar (only with two seeds or more), a star on the variants in `starred` (metric key -> labels:
+    those beyond seed noise of every other variant, not merely the best mean)."""
     if not metrics:
         return None
     variants = list(summary.index)
@@ -51,11 +52,11 @@ def metric_bars(
     positions = list(range(len(variants)))
     for ax, metric in zip(axes, metrics, strict=False):
         means = summary[(metric.key, "mean")]
-        stds = summary[(metric.key, "std")].fillna(0.0)
+        intervals = summary[(metric.key, "ci")].fillna(0.0)
         ax.barh(
             positions,
             means.fillna(0.0),
-            xerr=stds,
+            xerr=intervals,
             color=[colours[v] for v in variants],
             error_kw={"elinewidth": 1, "capsize": 2, "ecolor": "#333333"},
             height=0.7,
@@ -65,9 +66,9 @@ def metric_bars(
             if pd.isna(mean):
                 ax.text(0, y, " –", va="center", fontsize=8, color="#666666")
                 continue
-            star = " ★" if variant in best.get(metric.key, []) else ""
+            star = " ★" if variant in starred.get(metric.key, []) else ""
             ax.text(
-                mean + stds[variant],
+                mean + intervals[variant],
                 y,
                 f" {mean:.3g}{star}",
                 va="center",

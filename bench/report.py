@@ -3,8 +3,13 @@
 `load_report` reads one suite's experiment (the report needs nothing but the tracking store):
 one row per cell with its final metrics, the loss and FID histories, provenance from the runs'
 tags and params, and the cells that failed or never ran. `summarize` turns the finished cells into
-mean / sample std (ddof=1) / n per variant and metric; `compare` says whether the best variant of
-a headline metric differs from each other variant beyond seed noise (Welch's t-test).
+mean / sample std (ddof=1) / 95 % Student t-interval / n per variant and metric; `cell_counts`
+counts each variant's finished, failed and missing cells; `significance` compares the best variant
+of each headline metric with every other one (Welch's t-test over seeds) and corrects all these
+comparisons together (Holm-Bonferroni), which decides the best-mark of a column.
+
+Every function here that computes numbers takes a plain DataFrame of cells (columns label, seed,
+status and one column per metric key), so the statistics can be checked on hand-built frames.
 """
 
 from __future__ import annotations
@@ -18,29 +23,32 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import numpy as np
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from . import keys, tracking
 from .suite import SuiteError, expand, load_suite
 
-ALPHA = 0.05  # two-sided level of the Welch test behind "beyond seed noise"
+ALPHA = 0.05  # family-wise level (Holm) of the Welch tests behind "beyond seed noise"
+CONFIDENCE = 0.95  # of the Student t-interval of each mean over seeds
 MAX_RUNS = 50_000
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 SEEDS = ("seeds", "n")  # summary column: finished cells (seeds) of the variant
-BUDGET_PARAMS = (
-    "steps",
-    "epochs",
-    "batch_size",
-    "latent_dim",
-    "width",
-    "lr_g",
-    "lr_d",
-    "betas",
-    "n_critic",
-)
+NOT_RECORDED = "not recorded"
+BUDGET_SIZES = ("batch_size", "latent_dim", "width")  # budget.* params besides steps / epochs
+OPTIMIZER_PARAMS = ("lr_g", "lr_d", "betas", "n_critic")  # optimizer.* params, per variant
+PARITY = {
+    "generator_updates": "counted as generator updates (every variant gets the same number of "
+    "generator/decoder updates; WGAN-GP critics take n_critic updates per step)",
+    "batches": "counted as batches of data (every variant sees the same images; a WGAN-GP "
+    "generator gets 1/n_critic of the updates)",
+}
+UNTAGGED = "untagged"  # name suffix of runs logged before the variant_id tag existed
+ID_CHARS = 6  # characters of a variant_id that tell two configurations of one label apart
 
 
 class ReportError(SuiteError):
@@ -51,17 +59,21 @@ class ReportError(SuiteError):
 class Metric:
     key: str
     title: str  # names its feature space where it has one
-    lower_is_better: bool
+    lower_is_better: bool | None  # None: a count of the budget, neither better nor worse
     group: str
     about: str = ""
     headline: bool = False  # tested for "is the difference real?"
 
     @property
     def direction(self) -> str:
+        if self.lower_is_better is None:
+            return "budget, neither better nor worse"
         return "lower is better" if self.lower_is_better else "higher is better"
 
     @property
     def arrow(self) -> str:
+        if self.lower_is_better is None:
+            return ""
         return "↓" if self.lower_is_better else "↑"
 
 
@@ -122,27 +134,7 @@ def metric_specs() -> list[Metric]:
             headline=True,
         )
     )
-    for pairs in keys.INTERP_PAIRS:
-        specs.append(
-            Metric(
-                keys.interp_ppl_key(pairs),
-                f"Interp. PPL ({PAIR_TITLES[pairs]})",
-                True,
-                LATENT,
-                "perceptual-path-length style smoothness of latent interpolations "
-                "(domain features; lower is smoother)",
-            )
-        )
-    for pairs in keys.INTERP_PAIRS:
-        specs.append(
-            Metric(
-                keys.interp_evenness_key(pairs),
-                f"Interp. evenness ({PAIR_TITLES[pairs]})",
-                True,
-                LATENT,
-                "largest step of an interpolation path over its length (1/T: even; 1: a jump)",
-            )
-        )
+    specs += interpolation_specs()
     specs += [
         Metric(
             keys.MODES_COVERED,
@@ -158,6 +150,27 @@ def metric_specs() -> list[Metric]:
             LATENT,
             "KL(real class histogram || generated class histogram), classes by the domain "
             "classifier",
+        ),
+        Metric(
+            keys.GENERATOR_UPDATES,
+            "Generator updates",
+            None,
+            COST,
+            "updates of the generator / decoder (and encoder) over training",
+        ),
+        Metric(
+            keys.DISCRIMINATOR_UPDATES,
+            "Discriminator updates",
+            None,
+            COST,
+            "updates of the discriminator / critic over training (0 without one)",
+        ),
+        Metric(
+            keys.IMAGES_SEEN,
+            "Images seen",
+            None,
+            COST,
+            "training images consumed (every training step call takes one batch)",
         ),
         Metric(
             keys.TRAIN_IMAGES_PER_S,
@@ -179,6 +192,46 @@ def metric_specs() -> list[Metric]:
     return specs
 
 
+def interpolation_specs() -> list[Metric]:
+    """Energy, evenness and degenerate share of latent interpolations, per kind of pair."""
+    specs = []
+    for pairs in keys.INTERP_PAIRS:
+        specs.append(
+            Metric(
+                keys.interp_energy_key(pairs),
+                f"Interp. energy ({PAIR_TITLES[pairs]})",
+                True,
+                LATENT,
+                "path energy relative to the endpoints' distance in domain features; "
+                "1 = even straight path, ideal; lower is better",
+            )
+        )
+    for pairs in keys.INTERP_PAIRS:
+        specs.append(
+            Metric(
+                keys.interp_evenness_key(pairs),
+                f"Interp. evenness ({PAIR_TITLES[pairs]})",
+                True,
+                LATENT,
+                "largest step of an interpolation path over its length in domain features "
+                "(1/T: even, the ideal; 1: one jump); lower is better",
+            )
+        )
+    for pairs in keys.INTERP_PAIRS:
+        specs.append(
+            Metric(
+                keys.interp_degenerate_key(pairs),
+                f"Interp. degenerate ({PAIR_TITLES[pairs]})",
+                True,
+                LATENT,
+                "share of interpolation pairs whose endpoint images coincide in domain features "
+                "(1 for a constant generator, whose energy and evenness are then absent); "
+                "lower is better",
+            )
+        )
+    return specs
+
+
 @dataclass
 class Report:
     suite_name: str
@@ -189,6 +242,8 @@ class Report:
     histories: pd.DataFrame  # label, seed, run_id, key, step, value: losses and FID over training
     provenance: list[tuple[str, str]]
     options: dict[str, str]  # variant label -> "model(option=value, ...)"
+    optimizer: dict[str, dict[str, str | None]]  # label -> OPTIMIZER_PARAMS (None: not set)
+    variant_ids: dict[str, str]  # label -> variant_id tag of its runs
     suite_text: str | None
     suite_text_source: str
     runs_in_experiment: int
@@ -250,6 +305,7 @@ def load_report(suite: str, tracking_uri: str | None = None) -> Report:
     finished_ids = set(cells.loc[cells["status"] == keys.STATUS_FINISHED, "run_id"])
     sources = [run for run in used if run.info.run_id in finished_ids] or used
     suite_text, source = _suite_text(client, cells, suite_file)
+    labels = _labels_by_run(cells)
     return Report(
         suite_name=name,
         experiment_id=experiment,
@@ -258,7 +314,9 @@ def load_report(suite: str, tracking_uri: str | None = None) -> Report:
         cells=cells,
         histories=histories(client, cells),
         provenance=provenance(sources, cells),
-        options=_variant_options(sources),
+        options=_variant_options(used, labels),
+        optimizer=optimizer_settings(used, labels),
+        variant_ids=_variant_ids(used, labels),
         suite_text=suite_text,
         suite_text_source=source,
         runs_in_experiment=len(runs),
@@ -291,6 +349,7 @@ def _run_row(run: Run) -> dict:
         "run_id": info.run_id,
         "cell_id": tags.get(keys.TAG_CELL_ID, info.run_id),
         "label": tags.get(keys.TAG_LABEL, info.run_name or info.run_id),
+        "variant_id": tags.get(keys.TAG_VARIANT_ID),  # None: a run from before the tag existed
         "model": tags.get(keys.TAG_MODEL, ""),
         "seed": int(tags.get(keys.TAG_SEED, -1)),
         "status": status,
@@ -318,6 +377,7 @@ def _cells(rows: list[dict], expected: dict | None) -> tuple[pd.DataFrame, int]:
                 "label": cell.variant.label,
                 "model": cell.variant.model,
                 "seed": cell.seed,
+                "variant_id": cell.variant_id,
                 "status": "not run",
                 "reason": "no run in the store for this cell (run `bench run` on the suite)",
                 "details": "",
@@ -331,57 +391,146 @@ def _cells(rows: list[dict], expected: dict | None) -> tuple[pd.DataFrame, int]:
         cells["label"] = [expected[c].variant.label for c in cells["cell_id"]]
         cells = cells.sort_values("cell_id", key=lambda ids: ids.map(order))
     else:
+        # by configuration, not by label: an edited suite reuses labels for other settings
+        cells = cells.assign(label=variant_names(cells))
         first_start = cells.groupby("label")["start_time"].transform("min")
         cells = cells.assign(_first=first_start).sort_values(["_first", "seed"])
         cells = cells.drop(columns="_first")
     return cells.reset_index(drop=True), not_shown
 
 
+def variant_names(cells: pd.DataFrame) -> pd.Series:
+    """The row name of each cell's variant when reporting a whole experiment: its label, or
+    "label [abcdef]" (the start of its variant_id) where the label has cells of several
+    configurations (a suite edited between runs), so that they are never averaged together. Runs
+    without the tag (older harness) count as one configuration per label, "label [untagged]"."""
+    ids = cells.get("variant_id", pd.Series(None, index=cells.index, dtype=object))
+    suffix = ids.map(lambda vid: vid[:ID_CHARS] if isinstance(vid, str) and vid else UNTAGGED)
+    full = ids.map(lambda vid: vid if isinstance(vid, str) and vid else UNTAGGED)
+    configurations = full.groupby(cells["label"]).transform("nunique")
+    return cells["label"].where(configurations == 1, cells["label"] + " [" + suffix + "]")
+
+
 def summarize(cells: pd.DataFrame, metrics: list[Metric], variants: list[str]) -> pd.DataFrame:
-    """Finished cells -> one row per variant; columns (metric key, "mean" | "std" | "n"), with the
-    sample std (ddof=1; NaN for one seed), and SEEDS. Variants without finished cells have n = 0."""
+    """Finished cells -> one row per variant; columns (metric key, "mean" | "std" | "ci" | "n"),
+    with the sample std (ddof=1; NaN for one seed) and "ci" the half-width of the CONFIDENCE
+    Student t-interval of the mean over seeds (NaN below two seeds), and SEEDS. Variants without
+    finished cells have n = 0."""
     by_variant = cells[cells["status"] == keys.STATUS_FINISHED].groupby("label")
     columns = {}
     for metric in metrics:
         values = by_variant[metric.key].agg(["mean", "std", "count"]).reindex(variants)
+        count = values["count"].fillna(0).astype(int)
         columns[(metric.key, "mean")] = values["mean"]
         columns[(metric.key, "std")] = values["std"]
-        columns[(metric.key, "n")] = values["count"].fillna(0).astype(int)
+        columns[(metric.key, "ci")] = t_half_width(values["std"], count)
+        columns[(metric.key, "n")] = count
     columns[SEEDS] = by_variant.size().reindex(variants).fillna(0).astype(int)
     return pd.DataFrame(columns, index=pd.Index(variants, name="label"))
 
 
-def best_variants(summary: pd.DataFrame, metric: Metric) -> list[str]:
-    """Variants whose mean is the best of the column (ties all count)."""
-    means = summary[(metric.key, "mean")].dropna()
-    if means.empty:
-        return []
-    best = means.min() if metric.lower_is_better else means.max()
-    return list(means.index[means == best])
+def t_half_width(std: pd.Series, n: pd.Series) -> pd.Series:
+    """Half-width of the two-sided CONFIDENCE Student t-interval of a mean over n seeds,
+    t_{(1+CONFIDENCE)/2, n-1} * sd / sqrt(n); NaN below two seeds (no interval from one value)."""
+    enough = n >= 2
+    df = (n - 1).where(enough).astype(float)
+    quantile = stats.t.ppf((1 + CONFIDENCE) / 2, df)
+    return (quantile * std / np.sqrt(n.where(enough).astype(float))).where(enough)
+
+
+def cell_counts(cells: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+    """Per variant: its cells, and how many finished, failed (the run failed, diverged or was
+    killed) and are missing (never run, or still running / its process died)."""
+    status = cells["status"]
+    flags = pd.DataFrame(
+        {
+            "cells": 1,
+            "finished": status == keys.STATUS_FINISHED,
+            "failed": status == keys.STATUS_FAILED,
+            "missing": ~status.isin([keys.STATUS_FINISHED, keys.STATUS_FAILED]),
+        }
+    )
+    counts = flags.groupby(cells["label"]).sum().reindex(variants)
+    return counts.fillna(0).astype(int)
 
 
 @dataclass
 class Versus:
     label: str
     values: list[float]
-    p_value: float | None  # None: not testable (fewer than two seeds on a side, or no spread)
-    verdict: str  # "beyond seed noise" | "within seed noise" | "not testable"
+    p_value: float | None  # raw Welch p; None: not testable (one seed on a side, or no spread)
+    adjusted_p: float | None = None  # Holm-adjusted over the report's family (holm_adjust)
+
+    @property
+    def verdict(self) -> str:
+        if self.p_value is None:
+            return "not testable"
+        if self.adjusted_p is None:
+            return "not corrected"  # compare() alone: holm_adjust decides
+        return "beyond seed noise" if self.adjusted_p < ALPHA else "within seed noise"
 
 
 @dataclass
 class Comparison:
     metric: Metric
-    best: str
+    best: str  # best mean (the first in variant order among equal means)
     best_values: list[float]
-    tied: list[str]  # other variants with exactly the best mean
-    others: list[Versus]
+    others: list[Versus]  # every other variant with values, by mean: runner-up first
+
+    @property
+    def winner(self) -> str | None:
+        """The best variant where it is beyond seed noise of every other variant after the Holm
+        correction (so of the runner-up too), else None: a best mean alone earns no mark."""
+        if not self.others:
+            return None
+        beyond = all(v.verdict == "beyond seed noise" for v in self.others)
+        return self.best if beyond else None
+
+    @property
+    def tied(self) -> list[str]:
+        """The best and every variant it is not separated from (not significant after the
+        correction, or not testable); just the best where it is the winner."""
+        return [self.best] + [v.label for v in self.others if v.verdict != "beyond seed noise"]
+
+
+@dataclass
+class Significance:
+    comparisons: list[Comparison]  # one per headline metric with values
+    family_size: int  # testable comparisons, corrected together
+
+    @property
+    def untestable(self) -> int:
+        return sum(v.p_value is None for c in self.comparisons for v in c.others)
+
+    def comparison(self, key: str) -> Comparison | None:
+        return next((c for c in self.comparisons if c.metric.key == key), None)
+
+
+def significance(cells: pd.DataFrame, metrics: list[Metric], variants: list[str]) -> Significance:
+    """Best against every other variant for each headline metric, with one Holm correction over
+    every testable comparison of the report."""
+    comparisons = [compare(cells, m, variants) for m in metrics if m.headline]
+    comparisons = [c for c in comparisons if c is not None]
+    return Significance(comparisons, holm_adjust(comparisons))
+
+
+def holm_adjust(comparisons: list[Comparison]) -> int:
+    """Holm-Bonferroni over all testable comparisons of all the given metrics as one family
+    (testing several metrics and variants at 5 % each would find "real" gaps by chance); sets
+    each one's adjusted_p and returns the family size. Untestable ones are not in the family."""
+    family = [v for c in comparisons for v in c.others if v.p_value is not None]
+    if family:
+        _, adjusted, _, _ = multipletests([v.p_value for v in family], ALPHA, method="holm")
+        for versus, p_value in zip(family, adjusted, strict=True):
+            versus.adjusted_p = float(p_value)
+    return len(family)
 
 
 def compare(cells: pd.DataFrame, metric: Metric, variants: list[str]) -> Comparison | None:
-    """The best variant (by mean) against every other variant with values: Welch's two-sided
-    t-test over the per-seed values, at level ALPHA."""
+    """The best variant (by mean) against every other variant with values: raw p-values of
+    Welch's two-sided t-test over the per-seed values (holm_adjust corrects them)."""
     finished = cells[(cells["status"] == keys.STATUS_FINISHED)]
-    if metric.key not in finished:
+    if metric.key not in finished or metric.lower_is_better is None:
         return None
     values = {
         label: finished.loc[finished["label"] == label, metric.key].dropna().tolist()
@@ -390,23 +539,14 @@ def compare(cells: pd.DataFrame, metric: Metric, variants: list[str]) -> Compari
     values = {label: v for label, v in values.items() if v}
     if not values:
         return None
-    means = {label: sum(v) / len(v) for label, v in values.items()}
-    pick = min if metric.lower_is_better else max
-    best = pick(means, key=means.get)
-    tied = [label for label in means if label != best and means[label] == means[best]]
-    others = []
-    for label, other in values.items():
-        if label == best or label in tied:
-            continue
-        p_value = welch_p_value(values[best], other)
-        if p_value is None:
-            verdict = "not testable"
-        elif p_value < ALPHA:
-            verdict = "beyond seed noise"
-        else:
-            verdict = "within seed noise"
-        others.append(Versus(label, other, p_value, verdict))
-    return Comparison(metric, best, values[best], tied, others)
+    sign = 1 if metric.lower_is_better else -1
+    ranked = sorted(values, key=lambda label: sign * statistics.fmean(values[label]))  # stable
+    best = ranked[0]
+    others = [
+        Versus(label, values[label], welch_p_value(values[best], values[label]))
+        for label in ranked[1:]
+    ]
+    return Comparison(metric, best, values[best], others)
 
 
 def welch_p_value(a: list[float], b: list[float]) -> float | None:
@@ -453,14 +593,14 @@ def provenance(runs: list[Run], cells: pd.DataFrame) -> list[tuple[str, str]]:
 
     def dataset_split(split: str, limit: str) -> str:
         count = param(f"dataset.{limit}")
-        first = "" if count in ("None", "not recorded") else f" (first {count} images)"
-        return param(f"dataset.{split}") + first
+        if count in ("None", NOT_RECORDED):
+            return param(f"dataset.{split}")
+        seed = param("dataset.subset_seed")
+        return (
+            f"{param(f'dataset.{split}')} (seeded class-stratified subset of {count} images, "
+            f"seed {seed})"
+        )
 
-    budget_text = ", ".join(
-        f"{name} {param('budget.' + name)}"
-        for name in BUDGET_PARAMS
-        if param("budget." + name) not in ("None", "not recorded")
-    )
     versions = sorted(
         {
             key.removeprefix(keys.TAG_VERSION_PREFIX)
@@ -471,15 +611,15 @@ def provenance(runs: list[Run], cells: pd.DataFrame) -> list[tuple[str, str]]:
     )
     version_text = (
         ", ".join(f"{name} {tag(keys.TAG_VERSION_PREFIX + name)}" for name in versions)
-        or "not recorded"
+        or NOT_RECORDED
     )
     seeds = sorted(set(cells["seed"]))
     return [
         ("Dataset", param("dataset.name")),
         ("Training split", dataset_split("train_split", "train_limit")),
         ("Evaluation split", dataset_split("eval_split", "eval_limit")),
-        ("Budget", budget_text or "not recorded"),
-        ("Evaluation", f"{param('evaluation.num_samples')} generated images per metric"),
+        ("Budget", budget_text(param)),
+        ("Evaluation", evaluation_text(param)),
         ("Seeds", ", ".join(str(s) for s in seeds)),
         ("Feature spaces", feature_spaces(runs)),
         ("Code version", f"git {tag(keys.TAG_GIT_COMMIT)}; harness {param('code_version')}"),
@@ -488,13 +628,62 @@ def provenance(runs: list[Run], cells: pd.DataFrame) -> list[tuple[str, str]]:
     ]
 
 
+def budget_text(param) -> str:
+    """'1500 steps, counted as generator updates (...); batch_size 64, ...' from the budget.*
+    params (param: name -> the runs' value, NOT_RECORDED, or "mixed: ...")."""
+    steps, epochs = param("budget.steps"), param("budget.epochs")
+    length = [f"{_whole(value)} {unit}" for value, unit in ((steps, "steps"), (epochs, "epochs"))]
+    length = [text for text, value in zip(length, (steps, epochs), strict=True) if _given(value)]
+    parity = param("budget.parity")
+    counted = (
+        PARITY.get(parity, f"counted as {parity}")
+        if _given(parity)
+        else ("unit not recorded (generator updates or batches)")
+    )
+    sizes = ", ".join(
+        f"{name} {param('budget.' + name)}"
+        for name in BUDGET_SIZES
+        if _given(param("budget." + name))
+    )
+    head = ", ".join([*length, counted]) if length else NOT_RECORDED
+    return f"{head}; {sizes}" if sizes else head
+
+
+def evaluation_text(param) -> str:
+    """Sample count and how the decoder's batch norm was set for evaluation."""
+    samples = param("evaluation.num_samples")
+    if not _given(samples):
+        return NOT_RECORDED
+    text = f"{samples} generated images per metric"
+    policy = param("evaluation.batch_norm")
+    if policy == "recalibrate":
+        latents = param("evaluation.calibration_samples")
+        text += f"; decoder batch-norm statistics re-estimated on {latents} latents first"
+    elif _given(policy):
+        text += f"; decoder batch norm: {policy}"
+    return text
+
+
+def _whole(text: str) -> str:
+    """'2.0' -> '2' (epochs are logged as floats); anything else unchanged."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() else text
+
+
+def _given(value: str) -> bool:
+    return value not in ("None", NOT_RECORDED)
+
+
 def feature_spaces(runs: list[Run]) -> str:
     """Which feature space each FID/KID/precision/recall number used, and why one is absent."""
     parts = []
     accuracies = [run.data.metrics.get(keys.DOMAIN_ACCURACY) for run in runs]
     accuracies = sorted({round(a, 4) for a in accuracies if a is not None})
     if any(keys.fid_key("domain") in run.data.metrics for run in runs):
-        accuracy = ", ".join(f"{a:.4f}" for a in accuracies) or "not recorded"
+        accuracy = ", ".join(f"{a:.4f}" for a in accuracies) or NOT_RECORDED
         parts.append(
             "domain: features of the harness's own classifier trained on the dataset's "
             f"labelled train split (test accuracy {accuracy}); not comparable to Inception FIDs"
@@ -507,12 +696,47 @@ def feature_spaces(runs: list[Run]) -> str:
     return "; ".join(parts)
 
 
-def _variant_options(runs: list[Run]) -> dict[str, str]:
+def _labels_by_run(cells: pd.DataFrame) -> dict[str, str]:
+    """run_id -> the report's name of its variant (which, by experiment name, may not be the
+    label tag alone)."""
+    present = cells.dropna(subset=["run_id"])
+    return dict(zip(present["run_id"], present["label"], strict=True))
+
+
+def _runs_by_label(runs: list[Run], labels: dict[str, str]) -> dict[str, list[Run]]:
+    """Runs per variant name, in the report's variant order (labels follows the cells)."""
+    by_id = {run.info.run_id: run for run in runs}
+    grouped: dict[str, list[Run]] = {}
+    for run_id, label in labels.items():
+        if run_id in by_id:
+            grouped.setdefault(label, []).append(by_id[run_id])
+    return grouped
+
+
+def optimizer_settings(runs: list[Run], labels: dict[str, str]) -> dict[str, dict[str, str | None]]:
+    """label -> resolved optimizer settings (optimizer.* params) of its runs; None where the
+    variant has no such setting (lr_d without a discriminator) or its runs predate them."""
+    settings = {}
+    for label, group in _runs_by_label(runs, labels).items():
+        values = {
+            name: _distinct([run.data.params.get(f"optimizer.{name}") for run in group])
+            for name in OPTIMIZER_PARAMS
+        }
+        settings[label] = {k: (None if v == NOT_RECORDED else v) for k, v in values.items()}
+    return settings
+
+
+def _variant_ids(runs: list[Run], labels: dict[str, str]) -> dict[str, str]:
+    return {
+        label: _distinct([run.data.tags.get(keys.TAG_VARIANT_ID) for run in group])
+        for label, group in _runs_by_label(runs, labels).items()
+    }
+
+
+def _variant_options(runs: list[Run], labels: dict[str, str]) -> dict[str, str]:
     options: dict[str, str] = {}
-    for run in runs:
-        label = run.data.tags.get(keys.TAG_LABEL)
-        if label is None or label in options:
-            continue
+    for label, group in _runs_by_label(runs, labels).items():
+        run = group[0]
         params = run.data.params
         chosen = sorted(
             (k.removeprefix("options."), v) for k, v in params.items() if k.startswith("options.")
@@ -578,10 +802,10 @@ def generated_at() -> str:
 
 
 def _distinct(values: list[str | None]) -> str:
-    """One value, "not recorded", or "mixed: a (n runs), b (m runs)" when runs disagree."""
+    """One value, NOT_RECORDED, or "mixed: a (n runs), b (m runs)" when runs disagree."""
     present = [v for v in values if v not in (None, "")]
     if not present:
-        return "not recorded"
+        return NOT_RECORDED
     counts = pd.Series(present).value_counts()
     if len(counts) == 1:
         return str(counts.index[0])

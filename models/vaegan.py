@@ -12,7 +12,8 @@
 Each network receives the gradient of its own loss only (models.base.descend): the GAN loss never
 reaches the encoder, L_llike never reaches the discriminator, whose layer-l features are a fixed
 metric during the encoder/decoder update. Dis_l(x) and Dis_l(x_tilde) come from one pass over both
-batches, so that batch norm normalises them alike and L_llike is a per-sample comparison. Two update schedules (option `update`):
+batches, so that batch norm normalises them alike and L_llike is a per-sample comparison.
+Two update schedules (option `update`):
 
     alternating   (default) discriminator first, then encoder and decoder against the updated
                   discriminator, as GANs are usually trained (Goodfellow et al. 2014, Algorithm 1)

@@ -4,6 +4,10 @@ The run: vae, dcgan-bce and dcgan-wgan-gp x seeds 0 and 1 on synthetic data, 2 e
 with the cheap evaluation after the first (FID over training). One cell fails for
 real inside the runner: dcgan-wgan-gp seed 1, whose train_step is patched in-process to raise, so
 the runner ends its MLflow run as failed with the reason (as it would any crashing cell).
+
+The statistics (t-intervals, Welch tests, the Holm family, the best-mark) are checked on small
+hand-built frames of cells against scipy and statsmodels; an edited suite (one label, two
+configurations) on a store filled by hand, without training.
 """
 
 from __future__ import annotations
@@ -15,16 +19,28 @@ import statistics
 import subprocess
 import textwrap
 
+import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
-from bench import keys
+from bench import keys, tracking
 from bench.cli import main
-from bench.render import format_mean_std
-from bench.report import load_report, metric_specs, summarize, welch_p_value
+from bench.render import best_row, failed_text, format_mean_ci, table_rows, write_report
+from bench.report import (
+    cell_counts,
+    load_report,
+    metric_specs,
+    significance,
+    summarize,
+    variant_names,
+    welch_p_value,
+)
 from models.dcgan import Dcgan
 
 SUITE = """
@@ -123,11 +139,21 @@ def test_table_has_one_row_per_variant_with_means_and_stds_of_the_runs(store):
             assert row[(metric.key, "mean")] == pytest.approx(statistics.mean(values))
             if len(values) > 1:
                 assert row[(metric.key, "std")] == pytest.approx(statistics.stdev(values))
+                half = 0.0  # the same value on every seed (e.g. update counts): zero width
+                if statistics.stdev(values) > 0:
+                    low, high = stats.t.interval(
+                        0.95, len(values) - 1, loc=statistics.mean(values), scale=stats.sem(values)
+                    )
+                    half = (high - low) / 2
+                assert row[(metric.key, "ci")] == pytest.approx(half)
             else:
                 assert row[(metric.key, "std")] != row[(metric.key, "std")]  # NaN for one seed
+                assert row[(metric.key, "ci")] != row[(metric.key, "ci")]  # and no interval
 
     keys_shown = {m.key for m in report.metrics}
     assert {keys.fid_key("domain"), keys.RECON_MSE, keys.TRAIN_IMAGES_PER_S} <= keys_shown
+    assert {keys.GENERATOR_UPDATES, keys.DISCRIMINATOR_UPDATES, keys.IMAGES_SEEN} <= keys_shown
+    assert {keys.interp_energy_key("prior"), keys.interp_degenerate_key("prior")} <= keys_shown
     assert summary.loc["dcgan-bce", (keys.RECON_MSE, "n")] == 0  # no encoder: a dash
     assert list(summary[("seeds", "n")]) == [2, 2, 1]
 
@@ -138,18 +164,20 @@ def test_markdown_table_states_values_directions_and_feature_spaces(store, rende
     summary = summarize(report.cells, report.metrics, report.variants)
     fid = keys.fid_key("domain")
     row = summary.loc["vae"]
-    expected = format_mean_std(row[(fid, "mean")], row[(fid, "std")], 2)
+    expected = format_mean_ci(row[(fid, "mean")], row[(fid, "ci")], 2)
     assert "±" in expected
-    vae_line = next(line for line in markdown.splitlines() if line.startswith("| vae | 2 |"))
+    vae_line = next(line for line in markdown.splitlines() if line.startswith("| vae | 2 | 0/2 |"))
     assert expected in vae_line
+    assert "95% confidence interval over seeds, a Student t-interval" in markdown
     assert "FID (domain classifier) ↓" in markdown
     assert "Precision (domain classifier) ↑" in markdown
     assert "FID (Inception)" not in markdown  # no Inception weights offline: never mislabelled
     assert "Inception: not computed" in markdown
-    assert "★" in markdown
     wgan_line = next(line for line in markdown.splitlines() if line.startswith("| dcgan-wgan-gp |"))
-    assert "±" not in wgan_line  # one finished seed: the value alone
-    assert "Welch" in markdown
+    assert wgan_line.startswith("| dcgan-wgan-gp | 1 | **1/2** |")  # 1 seed in the means, 1 failed
+    assert "±" not in wgan_line and "(1 seed)" in wgan_line  # one finished seed: no interval
+    assert "Welch" in markdown and "Holm" in markdown
+    assert "| *Best (tested)* |" in markdown
     assert "![FID over training](images/fid.png)" in markdown  # evaluated at steps 4 and 8
 
 
@@ -168,6 +196,28 @@ def test_failed_cells_have_their_own_section_with_the_reason(store, rendered):
         section = text[text.index(start) : text.index(end)]
         assert "dcgan-wgan-gp" in section and INJECTED in section, name
     assert "5 of 6 cells finished" in (rendered / "report.md").read_text()
+
+
+def test_provenance_states_parity_subsets_and_optimizer_settings_per_variant(rendered):
+    markdown = (rendered / "report.md").read_text()
+    budget = next(line for line in markdown.splitlines() if line.startswith("| Budget |"))
+    assert "2 epochs, counted as generator updates (every variant gets the same number" in budget
+    # the optimizer settings are per variant now (their own table), not part of the budget
+    assert budget.endswith("per step); batch_size 16, latent_dim 8, width 8 |")
+    assert "lr_g" not in budget and "lr_d" not in budget and "betas" not in budget
+    assert "budget per cell: 2 epochs, counted as generator updates" in markdown  # header
+    assert "seeded class-stratified subset of 64 images, seed 0" in markdown
+    assert "(first 64 images)" not in markdown
+
+    optimizer = markdown[markdown.index("Optimizer settings per variant") :]
+    rows = {line.split(" | ")[0].strip("| "): line for line in optimizer.splitlines()[:8]}
+    assert rows["vae"] == "| vae | 0.0002 | – | [0.5, 0.999] | 1 |"  # no discriminator: no lr_d
+    assert rows["dcgan-bce"] == "| dcgan-bce | 0.0002 | 0.0002 | [0.5, 0.999] | 1 |"
+    assert rows["dcgan-wgan-gp"] == "| dcgan-wgan-gp | 0.0002 | 0.0002 | [0.5, 0.999] | 2 |"
+
+    cost = markdown[markdown.index("### Cost") : markdown.index("## Is it real?")]
+    assert "Generator updates" in cost and "Discriminator updates" in cost
+    assert "Images seen" in cost and "Training time (s)" in cost
 
 
 def test_every_image_the_markdown_references_exists(rendered):
@@ -214,7 +264,9 @@ def test_single_seed_report_says_one_seed_cannot_separate_variants(store, tmp_pa
     assert result.exit_code == 0, result.output
     markdown = (out / "report.md").read_text()
     assert "One seed per variant: seed noise cannot be estimated" in markdown
-    assert "Beyond seed noise" not in markdown
+    assert "beyond seed noise |" not in markdown  # every comparison is "not testable"
+    assert "One Holm-Bonferroni correction covers all 0 testable comparisons" in markdown
+    assert "★ " not in markdown.split("## Is it real?")[0].replace("★ marks", "")
     assert not (out / "report.html").exists()
 
 
@@ -238,6 +290,8 @@ def test_report_by_experiment_name_and_user_errors(store, tmp_path):
     result = CliRunner().invoke(main, [*args, "--format", "html"])
     assert result.exit_code == 0, result.output
     assert (out / "report.html").is_file() and not (out / "images").exists()
+    by_name = load_report("tiny-report", store["uri"])
+    assert by_name.variants == VARIANTS  # one configuration per label: the labels themselves
 
     unknown = CliRunner().invoke(main, ["report", "nope", "--tracking-uri", store["uri"]])
     assert unknown.exit_code == 2
@@ -252,16 +306,217 @@ def test_metric_directions_and_welch():
     lower = {m.key for m in metric_specs() if m.lower_is_better}
     higher = {m.key for m in metric_specs() if not m.lower_is_better}
     assert {keys.fid_key("domain"), keys.kid_key("inception"), keys.RECON_MSE} <= lower
-    assert {keys.interp_ppl_key("prior"), keys.CLASS_KL, keys.CELL_SECONDS} <= lower
+    assert {keys.interp_energy_key("prior"), keys.interp_evenness_key("encoded")} <= lower
+    assert {keys.interp_degenerate_key("prior"), keys.CLASS_KL, keys.CELL_SECONDS} <= lower
     assert {keys.precision_key("domain"), keys.recall_key("inception")} <= higher
     assert {keys.MODES_COVERED, keys.TRAIN_IMAGES_PER_S} <= higher
     # Welch by hand: means 2 and 5.167, variances 1 and 1.583, t = -3.41, df = 3.81, p = 0.029
     assert welch_p_value([1.0, 2.0, 3.0], [4.0, 5.0, 6.5]) == pytest.approx(0.0291, abs=1e-3)
     assert welch_p_value([1.0], [2.0, 3.0]) is None  # one seed: not testable
     assert welch_p_value([1.0, 1.0], [2.0, 2.0]) is None  # no spread
-    assert format_mean_std(12.123, 0.4321, 3) == "12.12 ± 0.43"
-    assert format_mean_std(12.123, float("nan"), 1) == "12.12"
-    assert format_mean_std(1.086e-9, 9.3e-11, 3) == "(1.086 ± 0.093)e-9"
+    counts = {keys.GENERATOR_UPDATES, keys.DISCRIMINATOR_UPDATES, keys.IMAGES_SEEN}
+    assert {m.key for m in metric_specs() if m.lower_is_better is None} == counts  # no direction
+    assert format_mean_ci(12.123, 0.4321, 3) == "12.12 ± 0.43"
+    assert format_mean_ci(12.123, float("nan"), 1) == "12.12 (1 seed)"
+    assert format_mean_ci(1.086e-9, 9.3e-11, 3) == "(1.086 ± 0.093)e-9"
+    assert format_mean_ci(38400.0, 0.0, 3) == "38400"  # the same on every seed: no interval
+
+
+SPECS = {m.key: m for m in metric_specs()}
+FID = SPECS[keys.fid_key("domain")]  # headline, lower is better
+PRECISION = SPECS[keys.precision_key("domain")]  # headline, higher is better
+CLASS_KL = SPECS[keys.CLASS_KL]  # not a headline metric: never tested
+
+
+def cells_frame(values: dict[str, dict[str, list[float]]], failed: dict | None = None):
+    """A frame of cells as load_report builds it: label -> metric key -> per-seed values
+    (finished cells), plus `failed` label -> number of failed cells (no metrics)."""
+    rows = []
+    for label, per_metric in values.items():
+        for seed in range(max(len(v) for v in per_metric.values())):
+            row = {"label": label, "seed": seed, "status": keys.STATUS_FINISHED}
+            row |= {key: v[seed] for key, v in per_metric.items() if seed < len(v)}
+            rows.append(row)
+    for label, count in (failed or {}).items():
+        rows += [
+            {"label": label, "seed": 100 + i, "status": keys.STATUS_FAILED} for i in range(count)
+        ]
+    return pd.DataFrame(rows)
+
+
+def test_summary_gives_the_student_t_interval_over_seeds():
+    fid = keys.fid_key("domain")
+    a, b = [10.0, 10.5, 9.8, 10.9], [11.0, 13.0]
+    cells = cells_frame({"a": {fid: a}, "b": {fid: b}, "c": {fid: [7.0]}}, failed={"a": 1})
+    summary = summarize(cells, [FID], ["a", "b", "c", "never"])
+
+    for label, values in (("a", a), ("b", b)):
+        row = summary.loc[label]
+        low, high = stats.t.interval(
+            0.95, len(values) - 1, loc=statistics.mean(values), scale=stats.sem(values)
+        )
+        assert row[(fid, "mean")] == pytest.approx((low + high) / 2)
+        assert row[(fid, "ci")] == pytest.approx((high - low) / 2)
+        assert row[(fid, "std")] == pytest.approx(statistics.stdev(values))  # kept beside it
+        assert row[(fid, "n")] == len(values)
+    # by hand for two seeds: t_{0.975, 1} = 12.706, sd = sqrt(2), sem = 1
+    assert summary.loc["b", (fid, "ci")] == pytest.approx(12.7062, abs=1e-4)
+    assert summary.loc["a", ("seeds", "n")] == 4  # the failed cell is not in the mean
+    assert summary.loc["c", (fid, "n")] == 1 and pd.isna(summary.loc["c", (fid, "ci")])
+    assert summary.loc["never", (fid, "n")] == 0
+    assert format_mean_ci(7.0, float("nan"), 1) == "7 (1 seed)"  # one seed says so
+    assert format_mean_ci(11.0, 12.7062, 2) == "11 ± 13"
+
+
+def test_one_holm_correction_covers_every_headline_comparison_and_only_those():
+    fid, precision, kl = FID.key, PRECISION.key, CLASS_KL.key
+    values = {
+        "a": {fid: [10.0, 10.5, 9.8], precision: [0.50, 0.52, 0.55], kl: [0.1, 0.2, 0.1]},
+        "b": {fid: [11.0, 11.6, 10.9], precision: [0.60, 0.58, 0.65], kl: [0.1, 0.2, 0.3]},
+        "c": {fid: [20.0, 21.0, 19.0], precision: [0.30, 0.31, 0.29], kl: [1.0, 1.1, 0.9]},
+        "d": {fid: [15.0], precision: [0.2], kl: [0.5]},  # one seed: not testable
+    }
+    cells = cells_frame(values)
+    result = significance(cells, [FID, PRECISION, CLASS_KL], list(values))
+
+    assert [c.metric.key for c in result.comparisons] == [fid, precision]  # KL is not tested
+    assert [(c.best, [v.label for v in c.others]) for c in result.comparisons] == [
+        ("a", ["b", "d", "c"]),  # others by mean, runner-up first
+        ("b", ["a", "c", "d"]),
+    ]
+    pairs = [("a", "b", fid), ("a", "c", fid), ("b", "a", precision), ("b", "c", precision)]
+    raw = [
+        stats.ttest_ind(values[x][key], values[y][key], equal_var=False).pvalue
+        for x, y, key in pairs
+    ]
+    adjusted = multipletests(raw, method="holm")[1]
+    assert result.family_size == 4 and result.untestable == 2
+    found = {(c.best, v.label, c.metric.key): v for c in result.comparisons for v in c.others}
+    for pair, p_raw, p_holm in zip(pairs, raw, adjusted, strict=True):
+        assert found[pair].p_value == pytest.approx(p_raw)
+        assert found[pair].adjusted_p == pytest.approx(p_holm)
+    for pair in (("a", "d", fid), ("b", "d", precision)):
+        assert found[pair].p_value is None and found[pair].adjusted_p is None
+        assert found[pair].verdict == "not testable"
+    # by hand: a vs b on FID has the third smallest of four p-values, which Holm multiplies by 2
+    versus_b = found[("a", "b", fid)]
+    assert versus_b.adjusted_p == pytest.approx(2 * versus_b.p_value)
+
+
+def test_star_only_where_the_best_is_beyond_seed_noise_of_the_runner_up_after_holm():
+    fid = FID.key
+    clear = {"a": [10.0, 10.1, 9.9], "b": [12.0, 12.2, 11.9], "c": [20.0, 21.0, 19.5]}
+    close = {"a": [10.0, 10.6, 9.7], "b": [10.3, 10.9, 10.1], "c": [20.0, 21.0, 19.5]}
+    for values, winner, tied in ((clear, "a", ["a"]), (close, None, ["a", "b"])):
+        cells = cells_frame({label: {fid: v} for label, v in values.items()})
+        result = significance(cells, [FID], list(values))
+        comparison = result.comparison(fid)
+        runner_up = comparison.others[0]
+        assert runner_up.label == "b"
+        assert (runner_up.adjusted_p < 0.05) == (winner is not None)
+        assert comparison.winner == winner and comparison.tied == tied
+
+        summary = summarize(cells, [FID], list(values))
+        counts = cell_counts(cells, list(values))
+        starred = {fid: [winner]} if winner else {}
+        rows = table_rows(summary, counts, [FID], starred)
+        assert [row["cells"][0]["best"] for row in rows] == [label == winner for label in values]
+        assert best_row([FID], result) == ([f"★ {winner}"] if winner else ["tied: a, b"])
+    assert best_row([CLASS_KL], result) == ["not tested"]
+
+
+def test_raw_p_below_five_percent_is_no_star_when_holm_lifts_it_above():
+    fid, precision = FID.key, PRECISION.key
+    values = {
+        "a": {fid: [10.0, 10.5, 9.8], precision: [0.50, 0.52, 0.55]},
+        "b": {fid: [11.0, 11.5, 10.7], precision: [0.60, 0.58, 0.65]},
+    }
+    result = significance(cells_frame(values), [FID, PRECISION], list(values))
+    assert result.family_size == 2
+    for key in (fid, precision):  # each gap alone would pass at 5 %, not both together
+        versus = result.comparison(key).others[0]
+        assert versus.p_value < 0.05 <= versus.adjusted_p
+        assert versus.verdict == "within seed noise"
+        assert result.comparison(key).winner is None
+    assert best_row([FID, PRECISION], result) == ["tied: a, b", "tied: b, a"]
+
+
+def test_untestable_variant_is_tied_with_the_best_not_beaten():
+    fid = FID.key
+    values = {"a": [10.0, 10.1, 9.9], "b": [12.0, 12.2, 11.9], "one-seed": [30.0]}
+    cells = cells_frame({label: {fid: v} for label, v in values.items()})
+    comparison = significance(cells, [FID], list(values)).comparison(fid)
+    assert comparison.others[0].verdict == "beyond seed noise"
+    assert comparison.winner is None and comparison.tied == ["a", "one-seed"]
+
+
+def test_failures_are_counted_per_variant_and_kept_out_of_the_means():
+    fid = FID.key
+    cells = cells_frame({"a": {fid: [1.0, 2.0]}, "b": {fid: [3.0]}}, failed={"b": 2})
+    missing = {"label": "a", "seed": 9, "status": "not run"}
+    cells = pd.concat([cells, pd.DataFrame([missing])], ignore_index=True)
+    counts = cell_counts(cells, ["a", "b"])
+    assert counts.loc["a"].to_dict() == {"cells": 3, "finished": 2, "failed": 0, "missing": 1}
+    assert counts.loc["b"].to_dict() == {"cells": 3, "finished": 1, "failed": 2, "missing": 0}
+    assert failed_text(counts.loc["a"]) == "0/3 (+1 missing)"
+    assert failed_text(counts.loc["b"]) == "2/3"
+    summary = summarize(cells, [FID], ["a", "b"])
+    rows = table_rows(summary, counts, [FID], {})
+    assert [(r["label"], r["seeds"], r["failed"]) for r in rows] == [
+        ("a", 2, "0/3 (+1 missing)"),
+        ("b", 1, "2/3"),
+    ]
+    assert rows[1]["cells"][0]["text"] == "3 (1 seed)"
+
+
+def test_rows_by_experiment_name_split_one_label_with_two_configurations():
+    cells = pd.DataFrame(
+        {
+            "label": ["vae", "vae", "vae", "vae", "gan", "old", "gan"],
+            "variant_id": ["aaaaaa11", "aaaaaa11", "bbbbbb22", None, "cccccc33", None, "cccccc33"],
+        }
+    )
+    assert variant_names(cells).tolist() == [
+        "vae [aaaaaa]",
+        "vae [aaaaaa]",
+        "vae [bbbbbb]",
+        "vae [untagged]",  # an old run without the tag: a configuration of its own
+        "gan",
+        "old",  # untagged runs alone: grouped by label, as before the tag
+        "gan",
+    ]
+
+
+def test_report_by_experiment_name_keeps_an_edited_suites_configurations_apart(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = tracking.connect(uri)
+    experiment = client.create_experiment("edited")
+    fid = keys.fid_key("domain")
+    runs = [("aaaaaa11", 0, 10.0), ("aaaaaa11", 1, 11.0), ("bbbbbb22", 0, 20.0)]
+    runs += [("bbbbbb22", 1, 22.0)]
+    for variant_id, seed, value in runs:
+        tags = {
+            keys.TAG_LABEL: "vae",
+            keys.TAG_MODEL: "vae",
+            keys.TAG_VARIANT_ID: variant_id,
+            keys.TAG_CELL_ID: f"{variant_id}-{seed}",
+            keys.TAG_SEED: str(seed),
+            keys.TAG_STATUS: keys.STATUS_FINISHED,
+        }
+        run_id = client.create_run(experiment, tags=tags).info.run_id
+        client.log_param(run_id, "optimizer.lr_g", "0.0002" if variant_id[0] == "a" else "0.001")
+        client.log_metric(run_id, fid, value)
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    report = load_report("edited", uri)
+    assert report.variants == ["vae [aaaaaa]", "vae [bbbbbb]"]
+    summary = summarize(report.cells, report.metrics, report.variants)
+    assert summary[(fid, "mean")].tolist() == [10.5, 21.0]  # never averaged together
+    assert report.optimizer["vae [bbbbbb]"]["lr_g"] == "0.001"
+    assert report.variant_ids == {"vae [aaaaaa]": "aaaaaa11", "vae [bbbbbb]": "bbbbbb22"}
+    markdown = write_report(report, tmp_path / "out", ("md",))[0].read_text()
+    assert "| vae [aaaaaa] | 2 | 0/2 | **10.5 ± 6.4** ★ |" in markdown  # p = 0.027, family of 1
+    assert "| vae [bbbbbb] | 2 | 0/2 | 21 ± 13 |" in markdown
 
 
 def chromium() -> str | None:

@@ -101,6 +101,59 @@ def test_one_finished_run_per_cell_with_params_losses_and_artifacts(ran_suite):
         assert tags[keys.TAG_VERSION_PREFIX + "torch"] == metadata.version("torch")
 
 
+def test_every_variant_gets_the_same_generator_updates(ran_suite):
+    """Budget parity (default: generator updates): 4 steps are 4 generator updates for every
+    variant; the WGAN-GP critics (n_critic 2 in the tiny suite) make 2 updates per step, each on
+    its own batch of 16; the VAE has no discriminator."""
+    path, _, tracking_uri = ran_suite
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("tiny")
+    counts = {
+        run.data.tags[keys.TAG_LABEL]: (
+            run.data.metrics[keys.GENERATOR_UPDATES],
+            run.data.metrics[keys.DISCRIMINATOR_UPDATES],
+            run.data.metrics[keys.IMAGES_SEEN],
+        )
+        for run in client.search_runs([experiment.experiment_id])
+    }
+    assert counts == {
+        "vae": (4, 0, 64),
+        "dcgan-bce": (4, 4, 64),
+        "dcgan-wgan-gp": (4, 8, 128),
+        "vaegan-pixel-bce": (4, 4, 64),
+        "vaegan-pixel-wgan-gp": (4, 8, 128),
+        "vaegan-disfeat-bce": (4, 4, 64),
+        "vaegan-disfeat-wgan-gp": (4, 8, 128),
+    }
+    for run in client.search_runs([experiment.experiment_id]):
+        assert run.data.params["budget.parity"] == "generator_updates"
+        # the loss curves' steps count generator updates for every variant
+        history = client.get_metric_history(run.info.run_id, "train/loss_d")
+        assert [m.step for m in history] in ([], [2, 4])
+
+
+def test_batch_parity_gives_every_variant_the_same_data(write_suite, tmp_path):
+    text = TINY_SUITE.replace("  steps: 4\n", "  steps: 4\n  parity: batches\n")
+    text = text[: text.index("models:")] + (
+        "models:\n  - label: dcgan-wgan-gp\n    model: dcgan\n    options: {loss: wgan-gp}\n"
+    )
+    uri = f"sqlite:///{tmp_path / 'batches.db'}"
+    result = CliRunner().invoke(
+        main, ["run", str(write_suite(text)), "--tracking-uri", uri, "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(uri)
+    (run,) = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+        if r.data.tags[keys.TAG_MODEL] == "dcgan"
+    ]
+    metrics = run.data.metrics
+    # 4 batches: 4 critic updates, 4 // 2 generator updates
+    assert (metrics[keys.GENERATOR_UPDATES], metrics[keys.DISCRIMINATOR_UPDATES]) == (2, 4)
+    assert metrics[keys.IMAGES_SEEN] == 4 * 16
+
+
 def test_checkpoint_and_config_load_back(ran_suite, tmp_path):
     path, _, tracking_uri = ran_suite
     cell = expand(load_suite(path))[-1]  # vaegan-disfeat-wgan-gp
@@ -117,9 +170,7 @@ def test_checkpoint_and_config_load_back(ran_suite, tmp_path):
     checkpoint = torch.load(
         local / keys.ARTIFACT_CHECKPOINT_DIR / keys.CHECKPOINT_FILE, weights_only=True
     )
-    model = models.build(
-        cell.variant.model, cell.variant.options, (1, 28, 28), cell.hparams()
-    )
+    model = models.build(cell.variant.model, cell.variant.options, (1, 28, 28), cell.hparams())
     model.load_state_dict(checkpoint["model"])
     model.load_optimizer_state(checkpoint["optimizers"])
     # 4 generator updates (the budget's steps), each after n_critic = 2 critic updates
