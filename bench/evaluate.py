@@ -226,16 +226,36 @@ def decoder_statistics(model, evaluator: Evaluator, seed: int, latents: str) -> 
         yield
 
 
+def grid_columns(n: int) -> int:
+    return max(1, int(round(n**0.5)))
+
+
+def reconstruction_grid(model, data: ImageData, n: int) -> torch.Tensor:
+    """Rows of evaluation images, each followed by a row of their reconstructions, in [0, 1]."""
+    columns = grid_columns(2 * n)
+    n = max(columns, n - n % columns)
+    inputs = to_model_range(data.eval.images[:n], model.device)
+    recons = model.decode(model.encode(inputs))
+    rows = []
+    for i in range(0, len(inputs), columns):
+        rows += [inputs[i : i + columns], recons[i : i + columns]]
+    return to_unit_range(torch.cat(rows)).cpu()
+
+
 def evaluate(model, evaluator: Evaluator, seed: int, cheap: bool = False):
-    """Metrics of one model -> ({key: value}, {"interpolation": frames or None}).
+    """Metrics of one model -> ({key: value}, images), images: "interpolation" (frames or None)
+    and, for the final evaluation, the logged grids "samples" (grid_size prior samples, fixed
+    noise per seed) and "reconstructions" (variants with an encoder), all in [0, 1] on the CPU
+    but the frames. The grids are decoded in the same batch-norm blocks as the metrics.
 
     cheap=True (evaluation over training) computes domain FID/KID, reconstruction MSE and mode
-    coverage only: no precision/recall, no Inception, no interpolation."""
+    coverage only: no precision/recall, no Inception, no interpolation, no grids."""
     started = time.perf_counter()
     config = evaluator.config
     metrics: dict[str, float] = {keys.DOMAIN_ACCURACY: evaluator.classifier_accuracy}
     pairs = latent_pairs(model, evaluator, seed) if not cheap else {}
     strips = []
+    images: dict[str, torch.Tensor | None] = {}
 
     def interpolate(kind: str) -> None:
         if kind not in pairs:
@@ -253,6 +273,10 @@ def evaluate(model, evaluator: Evaluator, seed: int, cheap: bool = False):
     with decoder_statistics(model, evaluator, seed, "prior"):
         fake = generate(model, config.num_samples, config.batch_size, seed)
         interpolate("prior")
+        if not cheap:
+            generator = torch.Generator(device=model.device).manual_seed(seed)
+            samples = model.sample(config.grid_size, generator=generator)
+            images["samples"] = to_unit_range(samples).cpu()
     fake_uint8 = to_uint8(fake)
     real_uint8 = evaluator.data.eval.images
     # the one pass of the domain classifier over the samples: features and logits
@@ -285,13 +309,17 @@ def evaluate(model, evaluator: Evaluator, seed: int, cheap: bool = False):
         with decoder_statistics(model, evaluator, seed, "encoded"):
             metrics[keys.RECON_MSE] = recon_mse(model, evaluator.eval_images, config.batch_size)
             interpolate("encoded")
+            if not cheap:
+                grid = reconstruction_grid(model, evaluator.data, config.grid_size // 2)
+                images["reconstructions"] = grid
     covered, kl = mode_coverage(
         fake_domain.logits.argmax(1), evaluator.real_domain_labels, evaluator.data.num_classes
     )
     metrics[keys.MODES_COVERED] = covered
     metrics[keys.CLASS_KL] = kl
     metrics[keys.EVAL_SECONDS] = time.perf_counter() - started
-    return metrics, {"interpolation": torch.cat(strips) if strips else None}
+    images["interpolation"] = torch.cat(strips) if strips else None
+    return metrics, images
 
 
 def latent_pairs(model, evaluator: Evaluator, seed: int) -> dict[str, tuple]:

@@ -494,7 +494,7 @@ def run_cell(cell: Cell, context: SuiteContext, description: str) -> str | None:
         )
         metrics, images = evaluate.evaluate(model, evaluator, cell.seed)
         tracking.log_metrics(client, run_id, metrics, num_steps)
-        log_artifacts(client, run_id, cell, model, evaluator, images, context.suite_text)
+        log_artifacts(client, run_id, cell, model, images, context.suite_text)
         timings = {
             **model.update_counts(budget.batch_size),  # generator_updates, ... (bench/keys.py)
             keys.TRAIN_SECONDS: result.seconds,
@@ -529,26 +529,22 @@ def _kept(step: int | None, folder: Path) -> str:
     return f"; last good checkpoint: step {step} in {folder / checkpoint.FILE}"
 
 
-def log_artifacts(
-    client, run_id: str, cell: Cell, model, evaluator, images: dict, suite_text: str
-) -> None:
-    strips = images.get("interpolation")
-    grid = cell.evaluation.grid_size
-    generator = torch.Generator(device=model.device).manual_seed(cell.seed)
+def log_artifacts(client, run_id: str, cell: Cell, model, images: dict, suite_text: str) -> None:
+    """The suite, the cell's config, the evaluation's image grids (decoded by evaluate.evaluate
+    under the same batch-norm statistics as the metrics) and the final weights."""
+    columns = evaluate.grid_columns(cell.evaluation.grid_size)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / keys.ARTIFACT_SUITE).write_text(suite_text)
         (folder / keys.ARTIFACT_CONFIG).write_text(
             json.dumps({"cell_id": cell.id, "suite": cell.suite, **cell.config()}, indent=2)
         )
-        # decoded under the same batch-norm policy as the metrics
-        with evaluate.decoder_statistics(model, evaluator, cell.seed, "prior"):
-            samples = to_unit_range(model.sample(grid, generator=generator)).cpu()
-        save_image(samples, folder / keys.ARTIFACT_SAMPLES, nrow=_grid_columns(grid))
-        if model.has_encoder:
-            with evaluate.decoder_statistics(model, evaluator, cell.seed, "encoded"):
-                recons = reconstruction_grid(model, evaluator.data, grid // 2)
-            save_image(recons, folder / keys.ARTIFACT_RECONSTRUCTIONS, nrow=_grid_columns(grid))
+        save_image(images["samples"], folder / keys.ARTIFACT_SAMPLES, nrow=columns)
+        if images.get("reconstructions") is not None:
+            save_image(
+                images["reconstructions"], folder / keys.ARTIFACT_RECONSTRUCTIONS, nrow=columns
+            )
+        strips = images.get("interpolation")
         if strips is not None and len(strips):
             save_image(
                 to_unit_range(strips.flatten(0, 1)).cpu(),
@@ -566,19 +562,3 @@ def log_artifacts(
             checkpoint_dir / keys.CHECKPOINT_FILE,
         )
         client.log_artifacts(run_id, str(folder))
-
-
-def reconstruction_grid(model, data: ImageData, n: int) -> torch.Tensor:
-    """Rows of evaluation images, each followed by a row of their reconstructions, in [0, 1]."""
-    columns = _grid_columns(2 * n)
-    n = max(columns, n - n % columns)
-    inputs = to_model_range(data.eval.images[:n], model.device)
-    recons = model.decode(model.encode(inputs))
-    rows = []
-    for i in range(0, len(inputs), columns):
-        rows += [inputs[i : i + columns], recons[i : i + columns]]
-    return to_unit_range(torch.cat(rows)).cpu()
-
-
-def _grid_columns(n: int) -> int:
-    return max(1, int(round(n**0.5)))

@@ -13,6 +13,7 @@ the mean change per variant. Prints figures, asserts nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 from collections import defaultdict
@@ -74,26 +75,27 @@ def main() -> None:
             config, hparams, saved = rebuild(client, run, Path(tmp))
         dataset = DatasetConfig(**config["dataset"])
         data_key = json.dumps(config["dataset"], sort_keys=True) + json.dumps(config["evaluation"])
+        if data_key not in evaluators:  # data, classifier and real features once per setting
+            data = load_dataset(
+                dataset.name,
+                train_split=dataset.train_split,
+                eval_split=dataset.eval_split,
+                train_limit=dataset.train_limit,
+                eval_limit=dataset.eval_limit,
+                subset_seed=dataset.subset_seed,
+            )
+            evaluation = EvaluationConfig(**config["evaluation"])
+            evaluators[data_key] = evaluate.prepare(
+                data, dataset, evaluation, torch.device("cpu"), log=lambda _: None
+            )
+        shared = evaluators[data_key]
+        model = models.build(config["model"], config["options"], shared.data.image_shape, hparams)
+        model.load_state_dict(saved["model"])
         results = {}
-        for policy in POLICIES:
-            evaluation = EvaluationConfig(**(config["evaluation"] | {"batch_norm": policy}))
-            key = data_key + policy
-            if key not in evaluators:
-                data = load_dataset(
-                    dataset.name,
-                    train_split=dataset.train_split,
-                    eval_split=dataset.eval_split,
-                    train_limit=dataset.train_limit,
-                    eval_limit=dataset.eval_limit,
-                    subset_seed=dataset.subset_seed,
-                )
-                evaluators[key] = evaluate.prepare(
-                    data, dataset, evaluation, torch.device("cpu"), log=lambda _: None
-                )
-            shape = evaluators[key].data.image_shape
-            model = models.build(config["model"], config["options"], shape, hparams)
-            model.load_state_dict(saved["model"])
-            results[policy], _ = evaluate.evaluate(model, evaluators[key], config["seed"])
+        for policy in POLICIES:  # the same evaluator but for the policy (evaluation restores BN)
+            config_policy = shared.config.model_copy(update={"batch_norm": policy})
+            evaluator = dataclasses.replace(shared, config=config_policy)
+            results[policy], _ = evaluate.evaluate(model, evaluator, config["seed"])
         label = f"{run.data.tags[keys.TAG_LABEL]}/seed{config['seed']}"
         row = "".join(
             f"{results[p][k]:>24.4f}" if k in results[p] else f"{'-':>24}"
