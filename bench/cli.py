@@ -19,7 +19,14 @@ import models
 
 from .checkpoint import DEFAULT_ROOT, CheckpointError
 from .data import DatasetNotFound
-from .suite import SuiteError, expand, load_suite
+from .suite import (
+    SuiteError,
+    expand,
+    follow_up_seeds,
+    load_suite,
+    trial_budget,
+    trial_cells,
+)
 from .tracking import TrackingError
 
 USER_ERRORS = (
@@ -68,9 +75,17 @@ def validate(suite_file):
     suite = load_suite(suite_file)
     cells = expand(suite)
     labels = sorted({cell.variant.label for cell in cells})
+    if suite.search is None:
+        click.echo(
+            f"{suite_file}: ok, suite {suite.name!r}: {len(labels)} variants x "
+            f"{len(suite.seeds)} seeds = {len(cells)} cells on {suite.dataset.name}"
+        )
+        return
+    seeds = follow_up_seeds(suite)
     click.echo(
         f"{suite_file}: ok, suite {suite.name!r}: {len(labels)} variants x "
-        f"{len(suite.seeds)} seeds = {len(cells)} cells on {suite.dataset.name}"
+        f"{suite.search.trials} trials, then {len(seeds)} seeds of each best = "
+        f"{len(labels) * (suite.search.trials + len(seeds))} cells on {suite.dataset.name}"
     )
 
 
@@ -168,16 +183,7 @@ def run(
     if executor == "ray" and parallel > 1:
         raise SuiteError("--parallel is for the local executor; Ray schedules by --gpus-per-cell")
     if dry_run:
-        cells = expand(suite)
-        unit = "generator updates" if suite.budget.parity == "generator_updates" else "batches"
-        amount = suite.budget.steps or f"{suite.budget.epochs} epochs of"
-        click.echo(f"suite {suite.name}: {len(cells)} cells; budget {amount} {unit} per cell")
-        for cell in cells:
-            options = ", ".join(f"{k}={v}" for k, v in cell.variant.options.items())
-            optimizer = ", ".join(f"{k} {v}" for k, v in cell.variant.optimizer.items())
-            click.echo(
-                f"  {cell.id}  {cell.name:<32} {cell.variant.model}({options}); Adam {optimizer}"
-            )
+        echo_dry_run(suite)
         return
     from .runner import run_suite  # torch and mlflow load only when there is work to do
 
@@ -226,6 +232,51 @@ def run(
         sys.exit(EXIT_INTERRUPTED.get(summary.interrupted, EXIT_FAILED_CELLS))
     if not summary.ok:
         sys.exit(EXIT_FAILED_CELLS)
+
+
+def budget_text(budget) -> str:
+    unit = "generator updates" if budget.parity == "generator_updates" else "batches"
+    amount = budget.steps or f"{budget.epochs} epochs of"
+    return f"{amount} {unit}"
+
+
+def echo_cells(cells) -> None:
+    for cell in cells:
+        options = ", ".join(f"{k}={v}" for k, v in cell.variant.options.items())
+        optimizer = ", ".join(f"{k} {v}" for k, v in cell.variant.optimizer.items())
+        click.echo(
+            f"  {cell.id}  {cell.name:<32} {cell.variant.model}({options}); Adam {optimizer}"
+        )
+
+
+def echo_dry_run(suite) -> None:
+    """The cells `bench run` would run: with a search, every trial, then the follow-up cells
+    (which setting they train depends on the trials' results)."""
+    if suite.search is None:
+        cells = expand(suite)
+        click.echo(
+            f"suite {suite.name}: {len(cells)} cells; budget {budget_text(suite.budget)} per cell"
+        )
+        echo_cells(cells)
+        return
+    search = suite.search
+    trials = trial_cells(suite)
+    click.echo(
+        f"suite {suite.name}: stage 1, a search: {len(trials)} trials ({search.trials} per "
+        f"variant, Optuna RandomSampler seed {search.seed}), budget "
+        f"{budget_text(trial_budget(suite))} per trial; trial n trains with seed "
+        f"{search.trial_seed} + n"
+    )
+    echo_cells(trials)
+    seeds = follow_up_seeds(suite)
+    labels = list(dict.fromkeys(cell.variant.label for cell in trials))
+    click.echo(
+        f"stage 2: per variant, the trial with the best {search.select} (failed trials count as "
+        f"the worst, ties to the lower trial number), trained with seeds {seeds} at budget "
+        f"{budget_text(suite.budget)}: {len(labels) * len(seeds)} cells"
+    )
+    for label in labels:
+        click.echo(f"  {label}/seed{{{','.join(map(str, seeds))}}}  best trial's setting")
 
 
 @main.command(name="models")

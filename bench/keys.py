@@ -131,3 +131,31 @@ def interp_degenerate_key(pairs: str) -> str:
 
 def interp_evenness_key(pairs: str) -> str:
     return f"interp_evenness_{pairs}"
+
+
+# Search stages (a suite with a `search:` block): one parent run per variant's search, its trials
+# as nested child runs (MLflow's own parentRunId tag), then the follow-up cells of the best setting.
+TAG_STAGE = "stage"
+STAGE_SEARCH = "search"  # the parent run of one variant's search (no cell, no training)
+STAGE_TRIAL = "trial"  # one trial of a search: a cell like any other, nested under its parent
+STAGE_FINAL = "final"  # a cell of the suite proper (the seeds of the best setting, or every cell)
+TAG_TRIAL = "trial"  # the trial's number within its variant's search
+TAG_SEARCH_ID = "search_id"  # the search of one variant: its parent run and its trials share it
+TAG_PARENT_RUN = "mlflow.parentRunId"
+TAG_BEST_TRIAL = "best_trial"  # on the parent run, once the best trial is chosen
+TAG_TRIALS_FAILED = "trials_failed"
+SEARCH_PARAM_PREFIX = "best."  # parent run params: the chosen value of every searched name
+
+
+def best_key(metric: str) -> str:
+    """The parent run's metric: the selection metric of the chosen trial."""
+    return f"best_{metric}"
+
+
+def selection_metrics() -> dict[str, bool]:
+    """Metrics a search may select by, each with whether lower is better."""
+    table = {}
+    for space in FEATURE_SPACES:
+        table |= {fid_key(space): True, kid_key(space): True}
+        table |= {precision_key(space): False, recall_key(space): False}
+    return table | {RECON_MSE: True, CLASS_KL: True, MODES_COVERED: False}

@@ -37,7 +37,16 @@ import models
 
 from . import checkpoint, domain, evaluate, keys, provenance, tracking
 from .data import ENV_ROOT, DatasetNotFound, ImageData, load_dataset, to_model_range, to_unit_range
-from .suite import Cell, EvaluationConfig, Suite, SuiteError, expand
+from .suite import (
+    Cell,
+    EvaluationConfig,
+    Suite,
+    SuiteError,
+    expand,
+    follow_up_cells,
+    search_id,
+    trial_cells,
+)
 from .train import Diverged, Interrupted, select_device, steps_per_epoch, total_steps, train
 
 
@@ -49,6 +58,8 @@ class Summary:
     interrupted: str | None = None  # the signal ("SIGINT", "SIGTERM") that stopped the suite
     interrupted_at: dict[str, int] = field(default_factory=dict)  # cell -> step it resumes from
     not_run: list[str] = field(default_factory=list)  # cells never started (interruption)
+    # search trials that failed: counted as the worst value by the search, not a failed suite
+    trials_failed: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -71,6 +82,8 @@ def record(summary: Summary, cell: Cell, outcome: Outcome) -> None:
         summary.interrupted_at[cell.name] = outcome.step
     elif outcome.reason is None:
         summary.finished.append(cell.name)
+    elif cell.trial is not None:
+        summary.trials_failed.append((cell.name, outcome.reason))
     else:
         summary.failed.append((cell.name, outcome.reason))
 
@@ -255,7 +268,7 @@ def run_suite(
         raise SuiteError(f"--executor {executor!r} is unknown; use one of {', '.join(EXECUTORS)}")
     if parallel < 1:
         raise SuiteError(f"--parallel {parallel} must be at least 1")
-    cells = expand(suite)
+    cells = expand(suite) if suite.search is None else trial_cells(suite)
     # Ray workers choose their device themselves (the driver may have no GPU)
     target = select_device(device if executor == "local" else "auto")
     data = load_suite_data(suite, data_root)
@@ -273,8 +286,11 @@ def run_suite(
         how = f"{parallel} processes on {target}" if parallel > 1 else str(target)
         if executor == "ray":
             how = f"Ray ({ray_address or 'local instance'})"
+        what = f"{len(cells)} cells"
+        if suite.search is not None:
+            what = f"a search of {len(cells)} trials, then the seeds of each variant's best,"
         echo(
-            f"suite {suite.name}: {len(cells)} cells on {how}, {data.name} from {data.source} "
+            f"suite {suite.name}: {what} on {how}, {data.name} from {data.source} "
             f"({len(data.train.images)} train / {len(data.eval.images)} eval images), "
             f"tracking {client.tracking_uri}"
         )
@@ -296,40 +312,142 @@ def run_suite(
             f"(domain classifier test accuracy {evaluator.classifier_accuracy:.4f})"
         )
         summary = Summary()
-        todo = pending(cells, context, summary)
-        if executor == "ray":
-            settings = replace(
-                settings,
-                device=device,
-                cache_dir=None,
-                classifier=(evaluator.classifier_path.name, evaluator.classifier_path.read_bytes()),
-            )
-            ray_executor.run_cells(
-                todo, summary, context, settings, ray_address, gpus_per_cell, ray_init or {}
-            )
-        elif parallel > 1 and len(todo) > 1:
-            from . import parallel as local_parallel
-
-            local_parallel.run_cells(todo, summary, context, settings, parallel)
+        run_stage = stage_runner(
+            context,
+            settings,
+            parallel,
+            executor,
+            ray_address,
+            gpus_per_cell,
+            ray_init or {},
+            device,
+        )
+        if suite.search is None:
+            run_stage(pending(cells, context, summary), summary)
         else:
-            run_cells(todo, summary, context)
+            run_search(suite, cells, context, summary, run_stage)
     echo_summary(suite.name, summary, echo)
     return summary
 
 
-def pending(cells: list[Cell], context: SuiteContext, summary: Summary) -> list[tuple[str, Cell]]:
-    """(progress prefix, cell) of every cell to run; cells with a finished run are skipped."""
+def stage_runner(
+    context: SuiteContext,
+    settings: RunSettings,
+    parallel: int,
+    executor: str,
+    ray_address: str | None,
+    gpus_per_cell: float | None,
+    ray_init: dict,
+    device: str,
+):
+    """The chosen executor as one function: run_stage(todo, summary) runs the (prefix, cell)
+    pairs of `todo` and records each cell's outcome in `summary`."""
+    if executor == "ray":
+        from . import ray_executor
+
+        evaluator = context.evaluator
+        settings = replace(
+            settings,
+            device=device,
+            cache_dir=None,
+            classifier=(evaluator.classifier_path.name, evaluator.classifier_path.read_bytes()),
+        )
+
+        def run_on_ray(todo, summary):
+            if todo:
+                ray_executor.run_cells(
+                    todo, summary, context, settings, ray_address, gpus_per_cell, ray_init
+                )
+
+        return run_on_ray
+    if parallel > 1:
+        from . import parallel as local_parallel
+
+        def run_in_processes(todo, summary):
+            if len(todo) > 1:
+                local_parallel.run_cells(todo, summary, context, settings, parallel)
+            else:
+                run_cells(todo, summary, context)
+
+        return run_in_processes
+    return lambda todo, summary: run_cells(todo, summary, context)
+
+
+def pending(
+    cells: list[Cell], context: SuiteContext, summary: Summary, failed_ends: bool = False
+) -> list[tuple[str, Cell]]:
+    """(progress prefix, cell) of every cell to run; cells with a finished run are skipped, and
+    with `failed_ends` (search trials) so are cells whose run failed: a failed trial is an
+    outcome, the worst value, not a cell to try again."""
     todo = []
+    client, experiment = context.client, context.experiment
     for index, cell in enumerate(cells, 1):
         prefix = f"[{index}/{len(cells)}] {cell.name}"
-        if not context.rerun and tracking.finished_run(context.client, context.experiment, cell.id):
+        if not context.rerun and tracking.finished_run(client, experiment, cell.id):
             context.echo(
                 f"{prefix}: skipped, finished run exists for cell {cell.id} (--rerun to redo)"
             )
             summary.skipped.append(cell.name)
+        elif failed_ends and not context.rerun and tracking.failed_run(client, experiment, cell.id):
+            context.echo(f"{prefix}: skipped, this trial failed before (it counts as the worst)")
+            summary.skipped.append(cell.name)
         else:
             todo.append((prefix, cell))
     return todo
+
+
+def run_search(
+    suite: Suite, trials: list[Cell], context: SuiteContext, summary: Summary, run_stage
+) -> None:
+    """Stage 1: every variant's trials, nested under one parent run per variant. Stage 2, once a
+    variant's trials have all ended: its best trial's setting with the follow-up seeds. A rerun
+    after an interruption continues whichever stage it stopped in."""
+    from . import search  # reads the trials' outcomes back from the store
+
+    client, experiment, echo = context.client, context.experiment, context.echo
+    labels = list(dict.fromkeys(cell.variant.label for cell in trials))
+    by_label = {label: [c for c in trials if c.variant.label == label] for label in labels}
+    tagged = []
+    for label in labels:
+        sid = search_id(suite, by_label[label])
+        parent = tracking.search_parent_run(
+            client, experiment, suite.name, label, sid, new=context.rerun
+        )
+        run_tags = ((keys.TAG_SEARCH_ID, sid), (keys.TAG_PARENT_RUN, parent))
+        by_label[label] = [replace(c, run_tags=run_tags) for c in by_label[label]]
+        tagged += by_label[label]
+    run_stage(pending(tagged, context, summary, failed_ends=True), summary)
+    if summary.interrupted:
+        return
+    metric = suite.search.select
+    lower = keys.selection_metrics()[metric]
+    finals = []
+    for label in labels:
+        cells = by_label[label]
+        sid, parent = (
+            dict(cells[0].run_tags)[k] for k in (keys.TAG_SEARCH_ID, keys.TAG_PARENT_RUN)
+        )
+        results = search.trial_results(client, experiment, cells, metric)
+        if len(results) < len(cells):
+            reason = f"{len(cells) - len(results)} of {len(cells)} trials have not ended"
+            echo(f"{label}: no best setting chosen: {reason}; rerun to finish them")
+            summary.failed.append((f"{label}/search", reason))
+            continue
+        best = search.best_trial(results, lower)
+        search.log_choice(client, parent, suite, results, best)
+        failed = sum(1 for r in results if r.value is None)
+        if best is None:
+            reason = f"all {len(results)} trials failed: nothing to choose"
+            echo(f"{label}: {reason}")
+            summary.failed.append((f"{label}/search", reason))
+            continue
+        echo(
+            f"{label}: best of {len(results)} trials ({failed} failed) is trial "
+            f"{best.cell.trial}, {metric} {best.value:.4g}"
+        )
+        run_tags = ((keys.TAG_SEARCH_ID, sid),)
+        finals += [replace(c, run_tags=run_tags) for c in follow_up_cells(suite, best.cell)]
+    run_stage(pending(finals, context, summary), summary)
 
 
 def execute(cell: Cell, context: SuiteContext, prefix: str) -> Outcome:
@@ -385,6 +503,12 @@ def echo_summary(name: str, summary: Summary, echo) -> None:
             echo(f"  {title}: {', '.join(names)}")
     for name, reason in summary.failed:
         echo(f"  failed {name}: {reason}")
+    if summary.trials_failed:
+        echo(
+            f"  {len(summary.trials_failed)} search trials failed (each counts as the worst value):"
+        )
+    for name, reason in summary.trials_failed:
+        echo(f"    {name}: {reason}")
 
 
 def open_cell_run(cell: Cell, context: SuiteContext, folder: Path, prefix: str):

@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import models
 
+from . import keys
+
 # Bump when a change to the training or evaluation code makes old results incomparable.
 # 2: budgets count generator updates, per-variant optimizer settings, interpolation and mode
 #    metrics redefined, decoder batch-norm recalibrated before evaluation, seeded subsets.
@@ -161,6 +163,49 @@ class EvaluationConfig(Strict):
     )
 
 
+class SpaceEntry(Strict):
+    """One searched name's distribution: exactly one of the four forms."""
+
+    loguniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+    int: tuple[int, int] | None = None  # noqa: A003 - the suite's spelling
+    choice: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def one_form(self) -> SpaceEntry:
+        given = [name for name in ("loguniform", "uniform", "int", "choice") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of loguniform, uniform, int or choice")
+        bounds = self.loguniform or self.uniform or self.int
+        if bounds is not None and not bounds[0] < bounds[1]:
+            raise ValueError(f"{given[0]} needs [low, high] with low < high")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError("loguniform needs a positive low bound")
+        return self
+
+
+class SearchConfig(Strict):
+    """An equal random-search budget per variant (Lucic et al. 2018): `trials` settings drawn
+    from `space` (the same draws for every variant), each trained once, the best by `select`
+    trained again with fresh seeds at the suite's budget."""
+
+    trials: int = Field(
+        ..., ge=1, le=1000, description="settings tried per variant, the same for all"
+    )
+    budget: dict[str, Any] = Field(
+        {}, description="budget fields overridden for the trials (default: the suite's budget)"
+    )
+    seed: int = Field(0, ge=0, description="seed of the sampler: the same seed, the same trials")
+    select: str = Field("fid_domain", description="metric the best trial is chosen by")
+    seeds_of_best: int | None = Field(
+        None, ge=1, description="seeds 0..N-1 of each variant's best setting (default: seeds)"
+    )
+    trial_seed: int = Field(
+        1000, ge=0, description="trial n trains with seed trial_seed + n (never a follow-up seed)"
+    )
+    space: dict[str, SpaceEntry] = Field(..., min_length=1)
+
+
 class VariantConfig(Strict):
     label: str = Field(..., min_length=1)
     model: str
@@ -187,6 +232,7 @@ class Suite(Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     compute: ComputeConfig = ComputeConfig()
     models: list[VariantConfig] = Field(..., min_length=1)
+    search: SearchConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -222,6 +268,10 @@ class Cell:
     variant: Variant
     seed: int
     compute: ComputeConfig = ComputeConfig()
+    # not part of the identity: which trial of its variant's search this cell is (None: a cell of
+    # the suite proper), and extra tags for its run (the parent run of a trial)
+    trial: int | None = None
+    run_tags: tuple[tuple[str, str], ...] = ()
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration that defines this cell (and its id)."""
@@ -268,7 +318,15 @@ class Cell:
 
     @property
     def name(self) -> str:
+        if self.trial is not None:
+            return f"{self.variant.label}/trial{self.trial}"
         return f"{self.variant.label}/seed{self.seed}"
+
+    @property
+    def run_name(self) -> str:
+        if self.trial is not None:
+            return f"{self.variant.label}-t{self.trial}"
+        return f"{self.variant.label}-s{self.seed}"
 
 
 def _digest(config: dict[str, Any]) -> str:
@@ -300,6 +358,8 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(f"{path}: {_describe(err)}") from None
     try:
         variants(suite)
+        if suite.search is not None:
+            check_search(suite)
     except SuiteError as err:
         raise SuiteError(f"{path}: {err}") from None
     return suite
@@ -332,6 +392,8 @@ def _describe(err: ValidationError) -> str:
     field = ".".join(str(part) for part in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
         section = SECTIONS.get(first["loc"][0], Suite) if len(first["loc"]) > 1 else Suite
+        if first["loc"][:2] == ("search", "space") and len(first["loc"]) == 4:
+            section = SpaceEntry
         allowed = list(section.model_fields)
         guess = difflib.get_close_matches(str(first["loc"][-1]), allowed, n=1)
         hint = f" (did you mean '{guess[0]}'?)" if guess else ""
@@ -349,35 +411,15 @@ SECTIONS = {
     "evaluation": EvaluationConfig,
     "compute": ComputeConfig,
     "models": VariantConfig,
+    "search": SearchConfig,
 }
 
 
 def variants(suite: Suite) -> list[Variant]:
     """Expand each model entry's grid into variants with resolved options and unique labels."""
-    expanded: list[Variant] = []
-    for index, entry in enumerate(suite.models):
-        where = f"models[{index}] ({entry.label})"
-        overlap = set(entry.grid) & set(entry.options)
-        if overlap:
-            raise SuiteError(f"{where}: option {sorted(overlap)[0]!r} is in both options and grid")
-        for name, values in entry.grid.items():
-            if not values:
-                raise SuiteError(f"{where}: grid.{name} must list at least one value")
-        keys = list(entry.grid)
-        for combo in itertools.product(*(entry.grid[k] for k in keys)):
-            chosen = dict(zip(keys, combo, strict=True))
-            model_chosen = {k: v for k, v in chosen.items() if k not in OPTIMIZER_FIELDS}
-            try:
-                options = models.validate_options(entry.model, {**entry.options, **model_chosen})
-            except models.ModelConfigError as err:
-                allowed = ""
-                if "unknown option" in str(err):
-                    names = [row[0] for row in models.option_table(entry.model)]
-                    allowed = f"; {entry.model} options: {', '.join(names)} (see `bench models`)"
-                raise SuiteError(f"{where}: {err}{allowed}") from None
-            optimizer = _resolve_optimizer(suite.budget, entry, chosen, options, where)
-            label = _format_label(entry.label, chosen, where)
-            expanded.append(Variant(label, entry.model, options.model_dump(), optimizer))
+    expanded = [
+        resolve_variant(suite, entry, chosen, where) for where, entry, chosen in _combos(suite)
+    ]
     labels = [v.label for v in expanded]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
@@ -386,6 +428,58 @@ def variants(suite: Suite) -> list[Variant]:
             "(use {option} placeholders for grids)"
         )
     return expanded
+
+
+def _combos(suite: Suite) -> list[tuple[str, VariantConfig, dict[str, Any]]]:
+    """(where, model entry, grid values chosen) for every grid combination, in file order."""
+    combos = []
+    for index, entry in enumerate(suite.models):
+        where = f"models[{index}] ({entry.label})"
+        overlap = set(entry.grid) & set(entry.options)
+        if overlap:
+            raise SuiteError(f"{where}: option {sorted(overlap)[0]!r} is in both options and grid")
+        for name, values in entry.grid.items():
+            if not values:
+                raise SuiteError(f"{where}: grid.{name} must list at least one value")
+        names = list(entry.grid)
+        for combo in itertools.product(*(entry.grid[k] for k in names)):
+            combos.append((where, entry, dict(zip(names, combo, strict=True))))
+    return combos
+
+
+def resolve_variant(
+    suite: Suite,
+    entry: VariantConfig,
+    chosen: dict[str, Any],
+    where: str,
+    searched: dict[str, Any] | None = None,
+) -> Variant:
+    """One variant: the entry's options and optimizer with the grid's `chosen` values, then a
+    search trial's `searched` values (only the names this variant reads) over them. The label
+    comes from the grid values alone: every trial of a variant carries the variant's label."""
+    searched = searched or {}
+    model_chosen = {k: v for k, v in chosen.items() if k not in OPTIMIZER_FIELDS}
+    model_searched = {k: v for k, v in searched.items() if k not in OPTIMIZER_FIELDS}
+    options = _validate_options(entry.model, {**entry.options, **model_chosen}, where)
+    if model_searched:
+        read = {k: v for k, v in model_searched.items() if k in type(options).model_fields}
+        options = _validate_options(
+            entry.model, {**entry.options, **model_chosen, **read}, f"{where}, searched"
+        )
+    optimizer = _resolve_optimizer(suite.budget, entry, chosen | searched, options, where)
+    label = _format_label(entry.label, chosen, where)
+    return Variant(label, entry.model, options.model_dump(), optimizer)
+
+
+def _validate_options(model: str, options: dict[str, Any], where: str) -> models.ModelOptions:
+    try:
+        return models.validate_options(model, options)
+    except models.ModelConfigError as err:
+        allowed = ""
+        if "unknown option" in str(err):
+            names = [row[0] for row in models.option_table(model)]
+            allowed = f"; {model} options: {', '.join(names)} (see `bench models`)"
+        raise SuiteError(f"{where}: {err}{allowed}") from None
 
 
 def _resolve_optimizer(
@@ -444,3 +538,193 @@ def expand(suite: Suite) -> list[Cell]:
         for variant in variants(suite)
         for seed in suite.seeds
     ]
+
+
+# ---- search stages (Lucic et al. 2018: equal random search per variant, then seeds of the best)
+
+
+def search_draws(search: SearchConfig) -> list[dict[str, Any]]:
+    """The settings of trials 0..trials-1. Optuna's RandomSampler, seeded with search.seed, draws
+    the whole space for every trial, so every variant is tried on the same draws (a variant uses
+    the names it reads): the same seed gives the same trials, on any machine and after a resume."""
+    import optuna
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    distributions = {}
+    for name, entry in search.space.items():
+        if entry.loguniform is not None:
+            distributions[name] = FloatDistribution(*entry.loguniform, log=True)
+        elif entry.uniform is not None:
+            distributions[name] = FloatDistribution(*entry.uniform)
+        elif entry.int is not None:
+            distributions[name] = IntDistribution(*entry.int)
+        else:  # Optuna's categories are scalars: draw an index, so lists (betas) can be choices
+            distributions[name] = CategoricalDistribution(list(range(len(entry.choice))))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=search.seed))
+    draws = []
+    for _ in range(search.trials):
+        params = study.ask(distributions).params
+        draws.append(
+            {
+                name: search.space[name].choice[value]
+                if search.space[name].choice is not None
+                else value
+                for name, value in params.items()
+            }
+        )
+    return draws
+
+
+def trial_budget(suite: Suite) -> BudgetConfig:
+    """The suite's budget with search.budget's overrides: what each trial trains for."""
+    overrides = dict(suite.search.budget)
+    optimizer = sorted(set(overrides) & set(OPTIMIZER_FIELDS))
+    if optimizer:
+        raise SuiteError(
+            f"search.budget.{optimizer[0]}: optimizer settings are searched in search.space "
+            "or fixed in budget / a model's optimizer, not overridden for the trials"
+        )
+    base = suite.budget.model_dump()
+    if {"steps", "epochs"} & set(overrides):
+        base.pop("steps"), base.pop("epochs")
+    try:
+        return BudgetConfig.model_validate(base | overrides)
+    except ValidationError as err:
+        raise SuiteError(f"search.budget: {_describe(err)}") from None
+
+
+def follow_up_seeds(suite: Suite) -> list[int]:
+    search = suite.search
+    if search is None or search.seeds_of_best is None:
+        return list(suite.seeds)
+    return list(range(search.seeds_of_best))
+
+
+def _reads(model: str, options: dict[str, Any], name: str) -> bool:
+    """Whether a variant of `model` with these (resolved) options reads the searched `name`."""
+    cls = models.model_class(model)
+    if name == "lr_d":
+        return cls.has_discriminator
+    if name == "n_critic":
+        return cls.uses_critic_steps(models.validate_options(model, options))
+    return name in OPTIMIZER_FIELDS or name in options
+
+
+def trial_cells(suite: Suite) -> list[Cell]:
+    """Stage 1 of a search: `trials` cells per variant, variants in file order. Trial n of every
+    variant trains on draw n with seed trial_seed + n."""
+    search = suite.search
+    draws = search_draws(search)
+    budget = trial_budget(suite)
+    cells = []
+    for where, entry, chosen in _combos(suite):
+        base = resolve_variant(suite, entry, chosen, where)
+        for number, draw in enumerate(draws):
+            options = dict(base.options)
+            searched = {k: v for k, v in draw.items() if k not in OPTIMIZER_FIELDS}
+            options |= {k: v for k, v in searched.items() if k in options}
+            read = {k: v for k, v in draw.items() if _reads(entry.model, options, k)}
+            variant = resolve_variant(suite, entry, chosen, where, read)
+            cells.append(
+                Cell(
+                    suite.name,
+                    suite.dataset,
+                    budget,
+                    suite.evaluation,
+                    variant,
+                    search.trial_seed + number,
+                    suite.compute,
+                    trial=number,
+                )
+            )
+    return cells
+
+
+def searched_values(cell: Cell, suite: Suite) -> dict[str, Any]:
+    """The values of the searched names a trial (or follow-up) cell trains with, for the names
+    its variant reads."""
+    variant = cell.variant
+    return {
+        name: variant.optimizer[name] if name in OPTIMIZER_FIELDS else variant.options[name]
+        for name in suite.search.space
+        if _reads(variant.model, variant.options, name)
+    }
+
+
+def follow_up_cells(suite: Suite, best: Cell) -> list[Cell]:
+    """Stage 2 of a search: the best trial's setting at the suite's budget, with fresh seeds."""
+    return [
+        Cell(
+            suite.name,
+            suite.dataset,
+            suite.budget,
+            suite.evaluation,
+            best.variant,
+            seed,
+            suite.compute,
+        )
+        for seed in follow_up_seeds(suite)
+    ]
+
+
+def search_id(suite: Suite, trials: list[Cell]) -> str:
+    """Identity of one variant's search: its trials' ids (which hold the drawn settings, the
+    trial budget and seeds) and the selection metric. A changed space or budget is a new search
+    with a new parent run."""
+    return _digest({"select": suite.search.select, "trials": [cell.id for cell in trials]})
+
+
+def check_search(suite: Suite) -> None:
+    """Everything about a `search:` block that pydantic alone cannot check."""
+    search = suite.search
+    selectable = keys.selection_metrics()
+    if search.select not in selectable:
+        raise SuiteError(
+            f"search.select: {search.select!r} is not a metric a search can select by; "
+            f"use one of {', '.join(selectable)}"
+        )
+    combos = _combos(suite)
+    if search.select == keys.RECON_MSE:
+        without = [e.label for _, e, _ in combos if not models.model_class(e.model).has_encoder]
+        if without:
+            raise SuiteError(
+                f"search.select: recon_mse needs an encoder, which {without[0]} has not; "
+                "select by a metric every variant has (e.g. fid_domain)"
+            )
+    space = search.select.rsplit("_", 1)[-1]
+    if space in keys.FEATURE_SPACES and space not in suite.evaluation.feature_extractors:
+        raise SuiteError(
+            f"search.select: {search.select} needs evaluation.feature_extractors to include "
+            f"{space!r}"
+        )
+    known = set(OPTIMIZER_FIELDS)
+    for _, entry, _ in combos:
+        known |= {row[0] for row in models.option_table(entry.model)}
+    for name in search.space:
+        if name not in known:
+            guess = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+            raise SuiteError(
+                f"search.space.{name}: no variant of this suite has it{hint}; searchable: "
+                f"{', '.join(sorted(known))}"
+            )
+        for where, entry, chosen in combos:
+            if name in entry.options or name in chosen:
+                raise SuiteError(
+                    f"search.space.{name}: {where} fixes it (options or grid); "
+                    "search it or fix it, not both"
+                )
+    trial_seeds = range(search.trial_seed, search.trial_seed + search.trials)
+    clash = sorted(set(trial_seeds) & set(follow_up_seeds(suite)))
+    if clash:
+        raise SuiteError(
+            f"search.trial_seed: trial seeds {trial_seeds.start}..{trial_seeds.stop - 1} include "
+            f"follow-up seed {clash[0]}; the best setting's numbers must come from fresh seeds, "
+            "not the draw that selected it (raise trial_seed)"
+        )
+    trial_cells(suite)  # draws every trial: a drawn value a variant refuses is an error now

@@ -154,6 +154,8 @@ def start_cell_run(
 ) -> str:
     tags = {
         **(extra_tags or {}),
+        keys.TAG_STAGE: keys.STAGE_TRIAL if cell.trial is not None else keys.STAGE_FINAL,
+        **dict(cell.run_tags),
         keys.TAG_SUITE: cell.suite,
         keys.TAG_CELL_ID: cell.id,
         keys.TAG_VARIANT_ID: cell.variant_id,
@@ -161,7 +163,9 @@ def start_cell_run(
         keys.TAG_LABEL: cell.variant.label,
         keys.TAG_SEED: str(cell.seed),
     }
-    run = client.create_run(experiment, tags=tags, run_name=f"{cell.variant.label}-s{cell.seed}")
+    if cell.trial is not None:
+        tags[keys.TAG_TRIAL] = str(cell.trial)
+    run = client.create_run(experiment, tags=tags, run_name=cell.run_name)
     params = [Param(k, str(v)) for k, v in sorted(flatten(cell.config()).items())]
     for i in range(0, len(params), 90):
         client.log_batch(run.info.run_id, params=params[i : i + 90])
@@ -201,3 +205,41 @@ def flatten(config: dict, prefix: str = "") -> dict[str, object]:
         else:
             flat[name] = value
     return flat
+
+
+def failed_run(client: MlflowClient, experiment: str, cell_id: str):
+    """The cell's latest run that failed (raised, diverged, lost its worker twice): for a search
+    trial, an ended outcome (the worst value), not a run to resume."""
+    runs = client.search_runs(
+        [experiment],
+        filter_string=f"tags.{keys.TAG_CELL_ID} = '{cell_id}' and attributes.status = 'FAILED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def search_parent_run(
+    client: MlflowClient, experiment: str, suite: str, label: str, search_id: str, new: bool
+) -> str:
+    """The parent run of one variant's search (its trials nest under it): the existing one of
+    this search unless `new` (--rerun), else a fresh one."""
+    if not new:
+        runs = client.search_runs(
+            [experiment],
+            filter_string=(
+                f"tags.{keys.TAG_SEARCH_ID} = '{search_id}' "
+                f"and tags.{keys.TAG_STAGE} = '{keys.STAGE_SEARCH}'"
+            ),
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if runs:
+            return runs[0].info.run_id
+    tags = {
+        keys.TAG_SUITE: suite,
+        keys.TAG_LABEL: label,
+        keys.TAG_STAGE: keys.STAGE_SEARCH,
+        keys.TAG_SEARCH_ID: search_id,
+    }
+    return client.create_run(experiment, tags=tags, run_name=f"{label}-search").info.run_id
