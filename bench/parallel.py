@@ -2,7 +2,7 @@
 
 Small cells cannot fill a large GPU (nor, on a CPU, use every core well from one Python thread),
 so K worker processes each run one cell at a time on the same device. Each worker is a fresh
-(spawned) Python process that rebuilds the suite's context from `runner.RunSettings` (the data,
+(spawned) Python process that rebuilds the suite's context from `cell.RunSettings` (the data,
 the evaluator from the caches the main process has just filled, its own MLflow client) and asks
 the main process for one cell after another: the main process hands out the cells in suite order
 and records how each ended.
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .runner import (
+from .cell import (
     Outcome,
     RunSettings,
     SuiteContext,

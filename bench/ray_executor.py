@@ -5,8 +5,8 @@ fractional GPU requests (default 0.25 when the cluster has GPUs) let several sma
 one GPU. With no address a local Ray instance is started for this run (and stopped after it);
 with an address (`ray://head:10001`, `auto`, or `head:6379`) the tasks go to that cluster.
 
-Each worker process rebuilds the suite's context once (`runner.build_context`, cached per
-process) from `runner.RunSettings`: it reads the data from its own machine (same dataset root
+Each worker process rebuilds the suite's context once (`cell.build_context`, cached per
+process) from `cell.RunSettings`: it reads the data from its own machine (same dataset root
 rules as `bench run`), measures with the main process's domain classifier (shipped with the
 settings, so every machine evaluates with the same network), and logs to the same tracking store,
 which on a cluster must be a server every node reaches (`--tracking-uri http://head:5000`).
@@ -21,7 +21,7 @@ last checkpoints kept) and the rest are not run.
 
 from __future__ import annotations
 
-from .runner import (
+from .cell import (
     Outcome,
     RunSettings,
     SuiteContext,

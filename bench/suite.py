@@ -334,8 +334,10 @@ def _digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read and validate a suite file, raising SuiteError with the file and field on any problem."""
+def load_suite(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Suite:
+    """Read and validate a suite file, raising SuiteError with the file and field on any problem.
+    `overrides` are `--set FIELD=VALUE` strings (a dotted field, a YAML value), applied to the
+    file's data before validation: they are checked like the file and enter every cell's id."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -352,10 +354,13 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(f"{path}:{where}: malformed YAML: {problem}") from None
     if not isinstance(raw, dict):
         raise SuiteError(f"{path}: a suite must be a YAML mapping with name, dataset, budget, ...")
+    for override in overrides:
+        apply_override(raw, override)
     try:
         suite = Suite.model_validate(raw)
     except ValidationError as err:
-        raise SuiteError(f"{path}: {_describe(err)}") from None
+        given = f" (with --set {' --set '.join(overrides)})" if overrides else ""
+        raise SuiteError(f"{path}{given}: {_describe(err)}") from None
     try:
         variants(suite)
         if suite.search is not None:
@@ -363,6 +368,42 @@ def load_suite(path: str | Path) -> Suite:
     except SuiteError as err:
         raise SuiteError(f"{path}: {err}") from None
     return suite
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Set one `--set FIELD=VALUE` in the suite's data: FIELD is dotted (budget.steps,
+    search.space.lr_g, models.1.options.loss: a number picks a list item), VALUE is YAML
+    ([0, 1, 2], {steps: 500}, bf16). Unknown fields are left to the schema, which names them."""
+    field, equals, text = override.partition("=")
+    if not equals or not field.strip():
+        raise SuiteError(f"--set {override!r}: expected FIELD=VALUE, e.g. --set budget.steps=5000")
+    try:
+        value = yaml.load(text, Loader=UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SuiteError(f"--set {override!r}: the value is not YAML: {problem}") from None
+    parts = field.strip().split(".")
+    node = raw
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[: depth + 1])
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise SuiteError(
+                    f"--set {override!r}: {where}: a list of {len(node)} items takes an index "
+                    f"0..{len(node) - 1}"
+                )
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise SuiteError(
+                f"--set {override!r}: {'.'.join(parts[:depth])} is a value, not a section"
+            )
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and node.get(part) is None:
+                node[part] = {}
+            node = node[part]
 
 
 class UniqueKeyLoader(yaml.SafeLoader):

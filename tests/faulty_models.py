@@ -96,7 +96,7 @@ def pausing_worker_main(*args) -> None:
 
 def pause_at(names: tuple[str, ...], step: int, folder: Path) -> None:
     """Make the models `names`, after their training step `step`, write `folder/paused-<pid>`
-    and wait until this process has received SIGTERM (its handler, bench.runner.StopSignal,
+    and wait until this process has received SIGTERM (its handler, bench.cell.StopSignal,
     records it), the stop a `--parallel` main process passes on to its workers: like a step that
     lasts until then, whatever signal reached the worker first. The stop then lands at the boundary
     of that step in every worker, however the machine schedules them."""
