@@ -55,6 +55,15 @@ def user_errors(command):
     return wrapper
 
 
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Override a suite field (dotted, YAML value), e.g. --set budget.steps=5000 "
+    "--set 'seeds=[0,1,2]'; repeatable, validated like the file, part of every cell's id.",
+)
+
 tracking_uri_option = click.option(
     "--tracking-uri",
     default=None,
@@ -69,10 +78,11 @@ def main():
 
 @main.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False))
+@set_option
 @user_errors
-def validate(suite_file):
+def validate(suite_file, overrides):
     """Check a suite file without running it."""
-    suite = load_suite(suite_file)
+    suite = load_suite(suite_file, overrides)
     cells = expand(suite)
     labels = sorted({cell.variant.label for cell in cells})
     if suite.search is None:
@@ -92,6 +102,7 @@ def validate(suite_file):
 @main.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="List the cells that would run, run nothing.")
+@set_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @tracking_uri_option
 @click.option(
@@ -155,6 +166,7 @@ def validate(suite_file):
 def run(
     suite_file,
     dry_run,
+    overrides,
     device,
     tracking_uri,
     data_root,
@@ -173,11 +185,11 @@ def run(
     Finished cells are skipped; an interrupted cell resumes from its last checkpoint. Exit status:
     0 all cells finished, 1 a cell failed (the others still ran), 2 a user error, 130 / 143
     stopped by Ctrl-C / SIGTERM (rerun the same command to resume)."""
-    suite = load_suite(suite_file)
-    overrides = {"precision": precision, "compile": compile_networks}
-    overrides = {key: value for key, value in overrides.items() if value is not None}
-    if overrides:
-        suite = suite.model_copy(update={"compute": suite.compute.model_copy(update=overrides)})
+    suite = load_suite(suite_file, overrides)
+    compute = {"precision": precision, "compile": compile_networks}
+    compute = {key: value for key, value in compute.items() if value is not None}
+    if compute:
+        suite = suite.model_copy(update={"compute": suite.compute.model_copy(update=compute)})
     if executor != "ray" and (address or gpus_per_cell is not None):
         raise SuiteError("--address and --gpus-per-cell apply to --executor ray only")
     if executor == "ray" and parallel > 1:
@@ -189,6 +201,8 @@ def run(
 
     # Resuming is the same command without --rerun (which would start the cells over).
     again = ["bench", "run", suite_file]
+    for override in overrides:
+        again += ["--set", override]
     for option, value in (
         ("--device", None if device == "auto" else device),
         ("--tracking-uri", tracking_uri),
@@ -213,7 +227,7 @@ def run(
             rerun=rerun,
             progress=progress,
             echo=click.echo,
-            suite_text=Path(suite_file).read_text(),
+            suite_text=suite_text(suite_file, overrides),
             checkpoint_dir=checkpoint_dir,
             parallel=parallel,
             executor=executor,
@@ -232,6 +246,14 @@ def run(
         sys.exit(EXIT_INTERRUPTED.get(summary.interrupted, EXIT_FAILED_CELLS))
     if not summary.ok:
         sys.exit(EXIT_FAILED_CELLS)
+
+
+def suite_text(suite_file: str, overrides: tuple[str, ...]) -> str:
+    """The suite as the user gave it: the file, and the --set overrides it ran with."""
+    text = Path(suite_file).read_text()
+    if overrides:
+        text += "\n# run with overrides:\n" + "".join(f"#   --set {o}\n" for o in overrides)
+    return text
 
 
 def budget_text(budget) -> str:
@@ -295,10 +317,11 @@ def list_models():
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["md", "html", "all"]),
+    type=click.Choice(["md", "html", "csv", "json", "all"]),
     default="all",
     show_default=True,
-    help="Markdown (images in a sibling folder), one self-contained HTML file, or both.",
+    help="Markdown (images in a sibling folder), one self-contained HTML file, every cell run "
+    "as one table (runs.csv, or runs.json as records), or all of them.",
 )
 @click.option(
     "--out",
@@ -309,20 +332,33 @@ def list_models():
 @tracking_uri_option
 @user_errors
 def report(suite, output_format, out, tracking_uri):
-    """Render a comparison report of SUITE (a suite file or its experiment name) from MLflow."""
-    from .render import FORMATS, write_report
-    from .report import load_report
+    """Render a comparison report of SUITE (a suite file or its experiment name) from MLflow, and
+    export every cell run of its experiment as one table."""
+    from . import export, render
+    from .report import experiment_runs, load_report, open_experiment
 
-    loaded = load_report(suite, tracking_uri)
-    folder = Path(out) if out else Path("reports") / loaded.suite_name
-    formats = FORMATS if output_format == "all" else (output_format,)
-    for path in write_report(loaded, folder, formats):
+    formats = (*render.FORMATS, *export.FORMATS) if output_format == "all" else (output_format,)
+    rendered = tuple(f for f in formats if f in render.FORMATS)
+    exported = tuple(f for f in formats if f in export.FORMATS)
+    if rendered:
+        loaded = load_report(suite, tracking_uri)
+        name, runs = loaded.suite_name, loaded.runs
+    else:  # an export alone needs the runs, not the report's statistics and figures
+        store = open_experiment(suite, tracking_uri)
+        name, runs = store.name, experiment_runs(store)
+    folder = Path(out) if out else Path("reports") / name
+    written = render.write_report(loaded, folder, rendered) if rendered else []
+    written += export.write_runs(runs, folder, exported) if exported else []
+    for path in written:
         click.echo(f"wrote {path}")
-    failed = len(loaded.unfinished)
-    click.echo(
-        f"{loaded.suite_name}: {len(loaded.finished)} finished cells of {len(loaded.cells)}"
-        + (f", {failed} failed or missing (listed in the report)" if failed else "")
-    )
+    if exported:
+        click.echo(f"{name}: {len(export.cell_runs(runs))} cell runs exported")
+    if rendered:
+        failed = len(loaded.unfinished)
+        click.echo(
+            f"{name}: {len(loaded.finished)} finished cells of {len(loaded.cells)}"
+            + (f", {failed} failed or missing (listed in the report)" if failed else "")
+        )
 
 
 @main.command()

@@ -44,6 +44,14 @@ Tags
     the harness that ran the cell, when run from a git checkout; "-dirty" appended when the
     working tree had uncommitted changes), version.<package> for python, torch, torchvision,
     torch-fidelity, mlflow, bench
+    stage ("final": a cell of the suite proper; "trial": a search trial; "search": the parent run
+    of one variant's search), trial (a trial's number), search_id (shared by a variant's parent
+    run, its trials and its follow-up cells), mlflow.parentRunId (a trial's parent run: MLflow
+    nests it there), best_trial and trials_failed (on a parent run once the best is chosen)
+
+Search parent runs (stage "search"; no cell, no training)
+    params best.<name>    the chosen trial's value of every searched name the variant reads
+    metric best_<select>  the chosen trial's selection metric (e.g. best_fid_domain)
 
 Artifacts
     interpolation.png     interpolation strips (one row per latent pair, prior pairs first)

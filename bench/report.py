@@ -14,6 +14,7 @@ status and one column per metric key), so the statistics can be checked on hand-
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import tempfile
@@ -31,7 +32,18 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from . import keys, tracking
-from .suite import SuiteError, expand, load_suite
+from .suite import (
+    Cell,
+    SearchConfig,
+    Suite,
+    SuiteError,
+    expand,
+    follow_up_cells,
+    follow_up_seeds,
+    load_suite,
+    search_id,
+    trial_cells,
+)
 
 ALPHA = 0.05  # family-wise level (Holm) of the Welch tests behind "beyond seed noise"
 CONFIDENCE = 0.95  # of the Student t-interval of each mean over seeds
@@ -249,6 +261,8 @@ class Report:
     runs_in_experiment: int
     runs_not_shown: int  # runs of cells that are not in the given suite file (other configs)
     client: MlflowClient = field(repr=False)
+    search: SearchReport | None = None  # the search that chose each variant's settings, if any
+    runs: list[Run] = field(default_factory=list, repr=False)  # every run of the experiment
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -272,9 +286,21 @@ class Report:
         return sorted(set(self.finished["seed"]))
 
 
-def load_report(suite: str, tracking_uri: str | None = None) -> Report:
-    """SUITE is a suite file (its cells are the report's rows) or an experiment name (every run of
-    the experiment is used)."""
+@dataclass(frozen=True)
+class Store:
+    """Where a report's runs live: the experiment of a suite (by file or by name) in a store."""
+
+    name: str
+    client: MlflowClient
+    experiment_id: str
+    uri: str
+    suite_file: Path | None
+    suite: Suite | None
+
+
+def open_experiment(suite: str, tracking_uri: str | None = None) -> Store:
+    """SUITE is a suite file or an experiment name; a missing store or experiment is a ReportError
+    (one line saying what to run)."""
     suite_file = _suite_file(suite)
     suite_config = load_suite(suite_file) if suite_file else None
     name = suite_config.name if suite_config else suite
@@ -290,25 +316,50 @@ def load_report(suite: str, tracking_uri: str | None = None) -> Report:
             f"no experiment named {name!r} in {uri}: run `bench run` on its suite first, "
             "or pass --tracking-uri"
         )
-    runs = client.search_runs([experiment], max_results=MAX_RUNS, order_by=["start_time ASC"])
-    if not runs:
-        raise ReportError(f"experiment {name!r} in {uri} has no runs yet")
+    return Store(name, client, experiment, uri, suite_file, suite_config)
 
-    rows = [_run_row(run) for run in runs]
-    expected = None
-    if suite_config:
+
+def experiment_runs(store: Store) -> list[Run]:
+    """Every run of the experiment, oldest first (later runs of a cell replace earlier ones)."""
+    runs = store.client.search_runs(
+        [store.experiment_id], max_results=MAX_RUNS, order_by=["start_time ASC"]
+    )
+    if not runs:
+        raise ReportError(f"experiment {store.name!r} in {store.uri} has no runs yet")
+    return runs
+
+
+def load_report(suite: str, tracking_uri: str | None = None) -> Report:
+    """SUITE is a suite file (its cells are the report's rows) or an experiment name (every run of
+    the experiment is used). With a search, the rows are the follow-up cells only: the trials
+    chose the settings, so their numbers would flatter the variants they selected."""
+    store = open_experiment(suite, tracking_uri)
+    suite_config, client = store.suite, store.client
+    runs = experiment_runs(store)
+    stages = runs_by_stage(runs)
+    cell_runs = stages[keys.STAGE_FINAL]
+
+    trials = trial_cells(suite_config) if suite_config and suite_config.search else None
+    parents = latest_parents(stages[keys.STAGE_SEARCH], _search_ids(suite_config, trials))
+    expected, pending = None, []
+    if trials is not None:
+        expected, pending = follow_up_plan(suite_config, trials, parents)
+    elif suite_config:
         expected = {cell.id: cell for cell in expand(suite_config)}
-    cells, not_shown = _cells(rows, expected)
+    cells, not_shown = _cells([_run_row(run) for run in cell_runs], expected)
+    if trials is not None:
+        cells = _with_pending(cells, pending, list(_trials_by_label(trials)))
     variants = list(dict.fromkeys(cells["label"]))
     # Provenance comes from the runs the tables use (else from the cells' failed attempts).
-    used = [run for run in runs if run.info.run_id in set(cells["run_id"].dropna())]
+    used = [run for run in cell_runs if run.info.run_id in set(cells["run_id"].dropna())]
     finished_ids = set(cells.loc[cells["status"] == keys.STATUS_FINISHED, "run_id"])
     sources = [run for run in used if run.info.run_id in finished_ids] or used
-    suite_text, source = _suite_text(client, cells, suite_file)
+    logged_with = _newest_first(cells) + [r.info.run_id for r in reversed(stages[keys.STAGE_TRIAL])]
+    suite_text, source = _suite_text(client, logged_with, store.suite_file)
     labels = _labels_by_run(cells)
     return Report(
-        suite_name=name,
-        experiment_id=experiment,
+        suite_name=store.name,
+        experiment_id=store.experiment_id,
         tracking_uri=_without_credentials(client.tracking_uri),
         variants=variants,
         cells=cells,
@@ -322,6 +373,8 @@ def load_report(suite: str, tracking_uri: str | None = None) -> Report:
         runs_in_experiment=len(runs),
         runs_not_shown=not_shown,
         client=client,
+        search=load_search(suite_config, trials, stages, parents),
+        runs=runs,
     )
 
 
@@ -360,10 +413,24 @@ def _run_row(run: Run) -> dict:
     }
 
 
+ROW_COLUMNS = (
+    "run_id",
+    "cell_id",
+    "label",
+    "variant_id",
+    "model",
+    "seed",
+    "status",
+    "reason",
+    "details",
+    "start_time",
+)
+
+
 def _cells(rows: list[dict], expected: dict | None) -> tuple[pd.DataFrame, int]:
     """One row per cell: its latest finished run, else its latest attempt; with a suite file,
     exactly the suite's cells (those never run get status "not run")."""
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(ROW_COLUMNS))
     frame["finished_first"] = frame["status"] != keys.STATUS_FINISHED
     frame = frame.sort_values(["finished_first", "start_time"], ascending=[True, False])
     cells = frame.drop_duplicates("cell_id").drop(columns="finished_first")
@@ -372,31 +439,347 @@ def _cells(rows: list[dict], expected: dict | None) -> tuple[pd.DataFrame, int]:
         not_shown = int((~frame["cell_id"].isin(expected)).sum())
         cells = cells[cells["cell_id"].isin(expected)].set_index("cell_id")
         missing = [
-            {
-                "cell_id": cell_id,
-                "label": cell.variant.label,
-                "model": cell.variant.model,
-                "seed": cell.seed,
-                "variant_id": cell.variant_id,
-                "status": "not run",
-                "reason": "no run in the store for this cell (run `bench run` on the suite)",
-                "details": "",
-            }
+            not_run_row(
+                cell.variant.label,
+                cell.variant.model,
+                cell.seed,
+                "no run in the store for this cell (run `bench run` on the suite)",
+                cell_id,
+                cell.variant_id,
+            )
             for cell_id, cell in expected.items()
             if cell_id not in cells.index
         ]
-        cells = pd.concat([cells.reset_index(), pd.DataFrame(missing)], ignore_index=True)
+        parts = [cells.reset_index(), pd.DataFrame(missing, columns=list(ROW_COLUMNS))]
+        parts = [part for part in parts if not part.empty]  # (pandas warns on empty parts)
+        if not parts:  # a search that has chosen nothing yet: no cell has an identity
+            return pd.DataFrame(columns=list(ROW_COLUMNS)), not_shown
+        cells = pd.concat(parts, ignore_index=True)
         # the suite's label and order, even if a run was logged under an older label
         order = {cell_id: i for i, cell_id in enumerate(expected)}
         cells["label"] = [expected[c].variant.label for c in cells["cell_id"]]
         cells = cells.sort_values("cell_id", key=lambda ids: ids.map(order))
-    else:
+    elif not cells.empty:
         # by configuration, not by label: an edited suite reuses labels for other settings
         cells = cells.assign(label=variant_names(cells))
         first_start = cells.groupby("label")["start_time"].transform("min")
         cells = cells.assign(_first=first_start).sort_values(["_first", "seed"])
         cells = cells.drop(columns="_first")
     return cells.reset_index(drop=True), not_shown
+
+
+def not_run_row(
+    label: str,
+    model: str,
+    seed: int,
+    reason: str,
+    cell_id: str | None = None,
+    variant_id: str | None = None,
+) -> dict:
+    """A cell the report expects but the store has no run of (cell_id None: a follow-up cell of
+    a search that has not chosen its setting, so the cell has no identity yet)."""
+    return {
+        "run_id": None,
+        "cell_id": cell_id,
+        "label": label,
+        "variant_id": variant_id,
+        "model": model,
+        "seed": seed,
+        "status": "not run",
+        "reason": reason,
+        "details": "",
+        "start_time": None,
+    }
+
+
+# ---- the search that chose each variant's settings (suites with a `search:` block)
+
+NOT_ENDED = "not ended"  # a trial run still running or killed: it resumes on the next bench run
+
+
+@dataclass(frozen=True)
+class SearchChoice:
+    """What one variant's search parent run records about its choice."""
+
+    run_id: str
+    best_trial: int | None  # None: not chosen yet, or every trial failed
+    values: dict[str, str]  # searched name -> the chosen value, as logged (params best.<name>)
+    best_value: float | None  # the chosen trial's selection metric (metric best_<select>)
+    status: str  # the parent's MLflow status: FINISHED once chosen, FAILED when all trials failed
+    reason: str  # its failure_reason tag, when it failed
+
+
+@dataclass
+class SearchReport:
+    select: str | None  # the selection metric; None when neither the suite nor a parent says
+    suite: Suite | None  # the suite file's settings (None: reported by experiment name)
+    labels: list[str]  # the searched variants, in the suite's order
+    trials: pd.DataFrame  # one row per trial: label, trial, seed, run_id, status, value, reason
+    choices: dict[str, SearchChoice]  # label -> its latest search's parent run
+    trial_runs: int  # trial runs in the experiment (every attempt, every search)
+    parent_runs: int
+    trials_not_shown: int  # trial runs of other searches (an edited space, budget or metric)
+
+    @property
+    def config(self) -> SearchConfig | None:
+        return self.suite.search if self.suite else None
+
+    @property
+    def lower_is_better(self) -> bool | None:
+        return keys.selection_metrics().get(self.select) if self.select else None
+
+    @property
+    def planned(self) -> int | None:
+        """Trials per variant the suite asks for (None without the suite file)."""
+        return self.config.trials if self.config else None
+
+
+def runs_by_stage(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by their stage tag, order kept; a run from before stages existed (no tag) is
+    a cell of the suite proper, a final run."""
+    grouped: dict[str, list[Run]] = {
+        keys.STAGE_SEARCH: [],
+        keys.STAGE_TRIAL: [],
+        keys.STAGE_FINAL: [],
+    }
+    for run in runs:
+        stage = run.data.tags.get(keys.TAG_STAGE, keys.STAGE_FINAL)
+        grouped[stage if stage in grouped else keys.STAGE_FINAL].append(run)
+    return grouped
+
+
+def _trials_by_label(trials: list[Cell]) -> dict[str, list[Cell]]:
+    """label -> its trial cells in trial order; labels in the suite's order."""
+    grouped: dict[str, list[Cell]] = {}
+    for cell in trials:
+        grouped.setdefault(cell.variant.label, []).append(cell)
+    return grouped
+
+
+def _search_ids(suite: Suite | None, trials: list[Cell] | None) -> dict[str, str] | None:
+    """label -> the id of the suite's search of that variant (the runner tags its parent and
+    trials with it); None without a suite file."""
+    if suite is None or trials is None:
+        return None
+    return {label: search_id(suite, cells) for label, cells in _trials_by_label(trials).items()}
+
+
+def latest_parents(parents: list[Run], search_ids: dict[str, str] | None) -> dict[str, Run]:
+    """label -> the parent run of its latest search (runs oldest first). With the suite's search
+    ids only parents of the suite's searches count: an edited space or budget is another search,
+    whose trial numbers name other settings."""
+    latest: dict[str, Run] = {}
+    for run in parents:
+        label = run.data.tags.get(keys.TAG_LABEL, run.info.run_name or run.info.run_id)
+        if search_ids is None or run.data.tags.get(keys.TAG_SEARCH_ID) == search_ids.get(label):
+            latest[label] = run
+    return latest
+
+
+def search_choice(parent: Run, select: str | None) -> SearchChoice:
+    tags, params, metrics = parent.data.tags, parent.data.params, parent.data.metrics
+    number = tags.get(keys.TAG_BEST_TRIAL)
+    values = {
+        name.removeprefix(keys.SEARCH_PARAM_PREFIX): value
+        for name, value in params.items()
+        if name.startswith(keys.SEARCH_PARAM_PREFIX)
+    }
+    best_value = metrics.get(keys.best_key(select)) if select else None
+    return SearchChoice(
+        run_id=parent.info.run_id,
+        best_trial=int(number) if number is not None and number.isdigit() else None,
+        values=values,
+        best_value=best_value,
+        status=parent.info.status,
+        reason=tags.get(keys.TAG_FAILURE, ""),
+    )
+
+
+def follow_up_plan(
+    suite: Suite, trials: list[Cell], parents: dict[str, Run]
+) -> tuple[dict[str, Cell], list[dict]]:
+    """The cells a searched suite's tables hold: the follow-up cells of each variant's chosen
+    trial (cell id -> cell), and not-run rows for the follow-ups of variants whose search has
+    not chosen (their settings, hence their cells, are not known yet)."""
+    expected: dict[str, Cell] = {}
+    pending: list[dict] = []
+    for label, cells in _trials_by_label(trials).items():
+        parent = parents.get(label)
+        choice = search_choice(parent, None) if parent else None
+        best = next((c for c in cells if choice and c.trial == choice.best_trial), None)
+        if best is not None:
+            expected |= {cell.id: cell for cell in follow_up_cells(suite, best)}
+            continue
+        reason = _no_choice_reason(choice)
+        model = cells[0].variant.model
+        pending += [not_run_row(label, model, seed, reason) for seed in follow_up_seeds(suite)]
+    return expected, pending
+
+
+def _no_choice_reason(choice: SearchChoice | None) -> str:
+    """Why a variant's follow-up cells are not known: its search has not chosen a setting."""
+    if choice is not None and choice.status == "FAILED":
+        first = choice.reason.strip().splitlines()[0] if choice.reason.strip() else "it failed"
+        return f"search ended without a choice: {first} (see Search)"
+    return (
+        "search not finished: no best trial chosen yet, so this follow-up cell's setting is "
+        "not known (run `bench run` on the suite; see Search)"
+    )
+
+
+def _with_pending(cells: pd.DataFrame, pending: list[dict], labels: list[str]) -> pd.DataFrame:
+    """The cells plus not-run rows of unchosen searches, variants in the suite's order (a stable
+    sort keeps each variant's own seed order)."""
+    if not pending:
+        return cells
+    parts = [cells, pd.DataFrame(pending, columns=list(ROW_COLUMNS))]
+    cells = pd.concat([part for part in parts if not part.empty], ignore_index=True)
+    position = {label: i for i, label in enumerate(labels)}
+    cells = cells.sort_values("label", key=lambda s: s.map(position), kind="stable")
+    return cells.reset_index(drop=True)
+
+
+def load_search(
+    suite: Suite | None,
+    trials: list[Cell] | None,
+    stages: dict[str, list[Run]],
+    parents: dict[str, Run],
+) -> SearchReport | None:
+    """The search behind a report: each trial's outcome and each variant's choice. None when
+    there is none to show: the suite file has no search, or (by experiment name) the store has
+    no search runs."""
+    trial_runs, parent_runs = stages[keys.STAGE_TRIAL], stages[keys.STAGE_SEARCH]
+    if suite is not None and suite.search is None:
+        return None
+    if suite is None and not (trial_runs or parent_runs):
+        return None
+    select = suite.search.select if suite is not None else _select_of(parents)
+    by_cell: dict[str, list[Run]] = {}
+    for run in trial_runs:
+        by_cell.setdefault(run.data.tags.get(keys.TAG_CELL_ID, run.info.run_id), []).append(run)
+    if trials is not None:
+        rows = [trial_row(cell, by_cell.get(cell.id, []), select) for cell in trials]
+        labels = list(_trials_by_label(trials))
+    else:
+        rows = _trial_rows_by_name(by_cell, parents, select)
+        labels = list(dict.fromkeys([row["label"] for row in rows] + list(parents)))
+    shown = {row["cell_id"] for row in rows}
+    position = {label: i for i, label in enumerate(labels)}
+    frame = pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
+    frame = frame.sort_values(["label", "trial"], key=_by(position)).reset_index(drop=True)
+    return SearchReport(
+        select=select,
+        suite=suite,
+        labels=labels,
+        trials=frame,
+        choices={label: search_choice(run, select) for label, run in parents.items()},
+        trial_runs=len(trial_runs),
+        parent_runs=len(parent_runs),
+        trials_not_shown=sum(len(runs) for cell, runs in by_cell.items() if cell not in shown),
+    )
+
+
+TRIAL_COLUMNS = (
+    "label",
+    "trial",
+    "seed",
+    "cell_id",
+    "run_id",
+    "status",
+    "value",
+    "reason",
+    "details",
+)
+
+
+def _by(position: dict[str, int]):
+    """sort_values key: labels by their position, any other column as it is."""
+    return lambda column: column.map(position) if column.name == "label" else column
+
+
+def _select_of(parents: dict[str, Run]) -> str | None:
+    """The selection metric named by the parents' best_<metric> (reported by experiment name)."""
+    for run in parents.values():
+        for name in run.data.metrics:
+            metric = name.removeprefix("best_")
+            if name != metric and metric in keys.selection_metrics():
+                return metric
+    return None
+
+
+def trial_row(cell: Cell, runs: list[Run], select: str | None) -> dict:
+    """One planned trial: its outcome by the runner's rule (bench.search.trial_results), or
+    "not run" when the store has no run of it."""
+    if not runs:
+        row = {"run_id": None, "status": "not run", "value": None, "reason": "", "details": ""}
+        identity = {"label": cell.variant.label, "trial": cell.trial, "seed": cell.seed}
+        return identity | {"cell_id": cell.id} | row
+    return trial_outcome(runs, select) | {"label": cell.variant.label, "trial": cell.trial}
+
+
+def trial_outcome(runs: list[Run], select: str | None) -> dict:
+    """A trial's outcome from its runs (oldest first), as bench.search decides it: a finished run
+    gives the value of `select` (a finished run without a finite value counts as failed, the
+    worst), else a failed run is the failure; a run still running or killed has not ended."""
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    run = (finished or failed or runs)[-1]
+    tags = run.data.tags
+    value, status, details = None, keys.STATUS_FAILED, ""
+    if finished:
+        value = run.data.metrics.get(select) if select else None
+        if value is not None and math.isfinite(value):
+            status, reason = keys.STATUS_FINISHED, ""
+        else:
+            value, reason = None, f"finished without a finite {select}"
+    elif failed:
+        details = tags.get(keys.TAG_FAILURE, "").strip()
+        reason = details.splitlines()[0] if details else "failed, no reason recorded"
+    else:
+        status = NOT_ENDED
+        reason = f"the run is {run.info.status} (still running, or its process died)"
+    return {
+        "label": tags.get(keys.TAG_LABEL, run.info.run_name or run.info.run_id),
+        "trial": int(tags.get(keys.TAG_TRIAL, -1)),
+        "seed": int(tags.get(keys.TAG_SEED, -1)),
+        "cell_id": tags.get(keys.TAG_CELL_ID, run.info.run_id),
+        "run_id": run.info.run_id,
+        "status": status,
+        "value": value,
+        "reason": reason,
+        "details": details if details != reason else "",
+    }
+
+
+def _trial_rows_by_name(
+    by_cell: dict[str, list[Run]], parents: dict[str, Run], select: str | None
+) -> list[dict]:
+    """Trial outcomes without the suite file: every trial cell of each variant's latest search
+    (by its parent's search_id; all of the variant's trials where no parent is left)."""
+    rows = []
+    for runs in by_cell.values():
+        tags = runs[-1].data.tags
+        parent = parents.get(tags.get(keys.TAG_LABEL))
+        if parent and tags.get(keys.TAG_SEARCH_ID) != parent.data.tags.get(keys.TAG_SEARCH_ID):
+            continue
+        rows.append(trial_outcome(runs, select))
+    return sorted(rows, key=lambda row: row["trial"])
+
+
+def best_so_far(trials: pd.DataFrame, lower_is_better: bool) -> pd.DataFrame:
+    """label, trial, best: the best selection value among the trials up to this trial number,
+    over the trials that ended (a failed trial changes nothing; NaN until one has a value).
+    Whether the curve still falls at the last trial says whether more trials would have helped."""
+    ended = trials[trials["status"].isin([keys.STATUS_FINISHED, keys.STATUS_FAILED])]
+    rows = []
+    for label, group in ended.groupby("label", sort=False):
+        best = math.nan
+        for trial, value in group.sort_values("trial")[["trial", "value"]].itertuples(index=False):
+            if value is not None and not pd.isna(value):
+                better = value < best if lower_is_better else value > best
+                best = float(value) if math.isnan(best) or better else best
+            rows.append((label, int(trial), best))
+    return pd.DataFrame(rows, columns=["label", "trial", "best"])
 
 
 def variant_names(cells: pd.DataFrame) -> pd.Series:
@@ -747,10 +1130,11 @@ def _variant_options(runs: list[Run], labels: dict[str, str]) -> dict[str, str]:
 
 
 def _suite_text(
-    client: MlflowClient, cells: pd.DataFrame, suite_file: Path | None
+    client: MlflowClient, run_ids: list[str], suite_file: Path | None
 ) -> tuple[str | None, str]:
-    """The suite file as logged with the runs, else the file given on the command line."""
-    for run_id in cells.sort_values("start_time", ascending=False)["run_id"].dropna():
+    """The suite file as logged with the runs (the first of `run_ids` that logged it), else the
+    file given on the command line."""
+    for run_id in run_ids:
         names = {a.path for a in client.list_artifacts(run_id)}
         if keys.ARTIFACT_SUITE in names:
             with tempfile.TemporaryDirectory() as folder:
@@ -759,6 +1143,10 @@ def _suite_text(
     if suite_file is not None:
         return suite_file.read_text(), f"{suite_file} (not logged with the runs)"
     return None, "not logged with the runs"
+
+
+def _newest_first(cells: pd.DataFrame) -> list[str]:
+    return list(cells.sort_values("start_time", ascending=False)["run_id"].dropna())
 
 
 def download(client: MlflowClient, run_id: str, name: str, folder: Path | str) -> Path:

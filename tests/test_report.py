@@ -8,6 +8,10 @@ the runner ends its MLflow run as failed with the reason (as it would any crashi
 The statistics (t-intervals, Welch tests, the Holm family, the best-mark) are checked on small
 hand-built frames of cells against scipy and statsmodels; an edited suite (one label, two
 configurations) on a store filled by hand, without training.
+
+A second real run (module fixture `search_store`) is a tiny search: 3 trials per variant at 2
+steps (one trial fails), then 2 follow-up seeds of each variant's best at 4 steps; its report must
+compare the follow-up cells only and show the trials in their own section.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from bench import keys, tracking
 from bench.cli import main
 from bench.render import best_row, failed_text, format_mean_ci, table_rows, write_report
 from bench.report import (
+    best_so_far,
     cell_counts,
     load_report,
     metric_specs,
@@ -41,6 +46,7 @@ from bench.report import (
     variant_names,
     welch_p_value,
 )
+from bench.suite import follow_up_cells, follow_up_seeds, load_suite, trial_cells
 from models.dcgan import Dcgan
 
 SUITE = """
@@ -583,3 +589,197 @@ def test_html_opens_in_headless_chromium_and_every_image_decodes(rendered, tmp_p
         assert shot.size == (1366, 2400)
         colours = shot.convert("RGB").getcolors(maxcolors=1_000_000)
         assert colours is not None and len(colours) > 100  # text, tables and figures, not blank
+
+
+# ---- a searched suite: trials choose each variant's setting, the tables hold its follow-ups
+
+SEARCH_SUITE = """
+name: tiny-search-report
+dataset:
+  name: synthetic
+  train_limit: 64
+  eval_limit: 32
+budget:
+  steps: 4
+  batch_size: 16
+  latent_dim: 8
+  width: 8
+  log_every: 2
+seeds: [0, 1]
+evaluation:
+  num_samples: 32
+  batch_size: 16
+  grid_size: 16
+  feature_extractors: [domain]
+  interp_pairs: 2
+  interp_steps: 4
+  interp_strips: 2
+search:
+  trials: 3
+  budget: {steps: 2}
+  space:
+    lr_g: {loguniform: [1.0e-4, 1.0e-2]}
+    n_critic: {choice: [1, 2]}
+models:
+  - label: vae
+    model: vae
+  - label: dcgan-wgan-gp
+    model: dcgan
+    options: {loss: wgan-gp}
+"""
+SEARCH_VARIANTS = ["vae", "dcgan-wgan-gp"]
+FAILING_TRIAL = ("dcgan-wgan-gp", 1)  # trial 1 trains with seed trial_seed + 1 = 1001
+TRIAL_FAILURE = "injected failure of a search trial"
+
+
+@pytest.fixture(scope="module")
+def search_store(tmp_path_factory):
+    """A real tiny search: 3 trials per variant (dcgan-wgan-gp's trial 1 raises), then the two
+    follow-up seeds of each variant's best trial."""
+    folder = tmp_path_factory.mktemp("search-report")
+    suite = folder / "suite.yaml"
+    suite.write_text(textwrap.dedent(SEARCH_SUITE))
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    original = Dcgan.train_step
+
+    def train_step(self, x):
+        if self.wgan and torch.initial_seed() == 1000 + FAILING_TRIAL[1]:
+            raise RuntimeError(TRIAL_FAILURE)
+        return original(self, x)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Dcgan, "train_step", train_step)
+        result = CliRunner().invoke(
+            main, ["run", str(suite), "--tracking-uri", uri, "--device", "cpu", "--no-progress"]
+        )
+    finals = search_runs(uri, keys.STAGE_FINAL)
+    assert len(finals) == 4 and len(search_runs(uri, keys.STAGE_TRIAL)) == 6, result.output
+    out = folder / "out"
+    args = ["report", str(suite), "--tracking-uri", uri, "--out", str(out)]
+    rendered = CliRunner().invoke(main, args)
+    assert rendered.exit_code == 0, rendered.output
+    return {"folder": folder, "suite": suite, "uri": uri, "out": out}
+
+
+def search_runs(uri: str, stage: str) -> list:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("tiny-search-report").experiment_id
+    return client.search_runs([experiment], filter_string=f"tags.{keys.TAG_STAGE} = '{stage}'")
+
+
+def test_searched_suite_tables_hold_only_the_follow_up_cells_of_the_chosen_trials(search_store):
+    suite = load_suite(search_store["suite"])
+    report = load_report(str(search_store["suite"]), search_store["uri"])
+    trials = trial_cells(suite)
+    follow_ups = []
+    for parent in search_runs(search_store["uri"], keys.STAGE_SEARCH):
+        label, number = parent.data.tags[keys.TAG_LABEL], int(parent.data.tags["best_trial"])
+        best = next(c for c in trials if c.variant.label == label and c.trial == number)
+        follow_ups += follow_up_cells(suite, best)
+    assert set(report.cells["cell_id"]) == {cell.id for cell in follow_ups}
+    assert report.unfinished.empty and report.variants == SEARCH_VARIANTS
+    assert report.seeds == follow_up_seeds(suite) == [0, 1]
+    assert report.runs_not_shown == 0  # the trials are not "other configurations" either
+    summary = summarize(report.cells, report.metrics, report.variants)
+    assert list(summary[("seeds", "n")]) == [2, 2]  # follow-up seeds, never the 3 trials
+
+    markdown = (search_store["out"] / "report.md").read_text()
+    main_tables = markdown[: markdown.index("## Search")]
+    for label in SEARCH_VARIANTS:
+        assert f"| {label} | 2 | 0/2 |" in main_tables  # the failed trial is no failed cell
+    assert "4 of 4 cells finished" in markdown
+    assert TRIAL_FAILURE not in markdown[markdown.index("## Failed and missing cells") :]
+    seeds = next(line for line in markdown.splitlines() if line.startswith("| Seeds |"))
+    assert seeds == "| Seeds | 0, 1 |"
+
+
+def test_search_section_states_the_protocol_and_one_row_per_variant(search_store):
+    markdown = (search_store["out"] / "report.md").read_text()
+    section = markdown[markdown.index("## Search") : markdown.index("## Training curves")]
+    assert "3 trials, each a setting drawn by Optuna's RandomSampler (seed 0)" in section
+    assert "`lr_g` log-uniform on [0.0001, 0.01]; `n_critic` one of 1, 2." in section
+    assert "each trial trains once for 2 generator updates; each follow-up cell for 4" in section
+    assert "(`fid_domain`, lower is better)" in section
+    assert "counts as the worst value" in section and "ties go to the lower trial" in section
+    assert "seed 1000 + n (seeds 1000–1002)" in section and "follow-up seeds 0, 1" in section
+
+    head = "| Variant | Trials ended / planned | Failed trials | Best trial | Chosen setting |"
+    rows = section[section.index(head) :].split("\n\n")[0].splitlines()[2:]
+    table = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in rows}
+    assert len(rows) == len(SEARCH_VARIANTS)
+    assert [label for label in table if label in SEARCH_VARIANTS] == SEARCH_VARIANTS
+    assert table["vae"][1:3] == ["3/3", "0"]
+    assert table["dcgan-wgan-gp"][1:3] == ["3/3", "**1**"]
+
+    values = {label: [] for label in SEARCH_VARIANTS}
+    for run in search_runs(search_store["uri"], keys.STAGE_TRIAL):
+        if run.info.status == "FINISHED":
+            values[run.data.tags[keys.TAG_LABEL]].append(run.data.metrics["fid_domain"])
+    for parent in search_runs(search_store["uri"], keys.STAGE_SEARCH):
+        label = parent.data.tags[keys.TAG_LABEL]
+        row = table[label]
+        assert row[3] == parent.data.tags["best_trial"]
+        assert min(values[label]) == pytest.approx(parent.data.metrics["best_fid_domain"])
+        assert row[5] == f"{parent.data.metrics['best_fid_domain']:.4g}"
+        assert row[6].strip(" |") == f"{statistics.median(values[label]):.4g}"
+        assert row[4].startswith("lr_g ")  # the chosen setting, from the parent's best.* params
+    assert "n_critic" not in table["vae"][4]  # a VAE has no critic: never searched for it
+
+    failed = [line for line in section.splitlines() if TRIAL_FAILURE in line]
+    assert len(failed) == 1 and failed[0].startswith("| dcgan-wgan-gp | 1 | 1001 | failed |")
+    for image in ("search-trials.png", "search-progress.png"):
+        assert f"](images/{image})" in section
+        with Image.open(search_store["out"] / "images" / image) as figure:
+            figure.verify()
+    html = (search_store["out"] / "report.html").read_text()
+    html_section = html[html.index('<h2 id="search">') : html.index('<h2 id="training-curves">')]
+    assert html_section.count("data:image/png;base64,") == 2
+    assert TRIAL_FAILURE in html_section and "RandomSampler (seed 0)" in html_section
+
+
+def test_best_so_far_follows_the_trials_in_order_and_skips_failed_ones():
+    trials = pd.DataFrame(
+        {
+            "label": ["a", "a", "a", "a", "b", "b"],
+            "trial": [0, 1, 2, 3, 0, 1],
+            "status": ["failed", "finished", "finished", "not run", "finished", "finished"],
+            "value": [None, 5.0, 7.0, None, 0.2, 0.9],
+        }
+    )
+    lower = best_so_far(trials, lower_is_better=True)
+    assert lower[lower["label"] == "a"]["best"].tolist()[1:] == [5.0, 5.0]
+    assert pd.isna(lower.iloc[0]["best"])  # a failed first trial: no best yet
+    assert lower[lower["label"] == "a"]["trial"].tolist() == [0, 1, 2]  # not run: no point
+    higher = best_so_far(trials, lower_is_better=False)
+    assert higher[higher["label"] == "b"]["best"].tolist() == [0.2, 0.9]
+
+
+def test_edited_search_lists_follow_ups_as_search_not_finished(search_store, tmp_path):
+    edited = tmp_path / "edited.yaml"  # one more trial: another search, nothing chosen for it
+    edited.write_text(textwrap.dedent(SEARCH_SUITE).replace("trials: 3", "trials: 4"))
+    report = load_report(str(edited), search_store["uri"])
+    assert report.finished.empty and len(report.cells) == 4
+    assert all(reason.startswith("search not finished") for reason in report.cells["reason"])
+    assert report.cells["label"].tolist() == ["vae", "vae", "dcgan-wgan-gp", "dcgan-wgan-gp"]
+    assert report.search.choices == {}  # the old parents belong to the 3-trial search
+    # the same sampler seed draws the same first three settings: those trials keep their runs
+    ended = report.search.trials.groupby("label")["status"].apply(lambda s: (s != "not run").sum())
+    assert ended.to_dict() == {"dcgan-wgan-gp": 3, "vae": 3}
+
+    markdown = write_report(report, tmp_path / "out", ("md",))[0].read_text()
+    assert markdown.count("search not finished: no best trial chosen yet") == 4
+    assert "| vae | 3/4 | 0 | not chosen yet |" in markdown
+    assert "2 planned trials have no run yet" in markdown
+
+
+def test_csv_export_of_a_search_has_every_trial_and_follow_up_run(search_store, tmp_path):
+    args = ["report", str(search_store["suite"]), "--tracking-uri", search_store["uri"]]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "runs.csv")
+    assert len(table) == 6 + 4  # 3 trials x 2 variants, 2 follow-up seeds x 2; no parent runs
+    assert table["stage"].value_counts().to_dict() == {"trial": 6, "final": 4}
+    failed = table[table["status"] == "FAILED"]
+    assert failed[["label", "trial"]].values.tolist() == [list(FAILING_TRIAL)]
+    assert TRIAL_FAILURE in failed["failure_reason"].iloc[0]
+    assert not (tmp_path / "report.md").exists()  # csv alone renders nothing
