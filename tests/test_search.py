@@ -396,3 +396,39 @@ def test_no_module_imports_a_module_that_imports_it():
     assert {"cell", "runner", "parallel", "ray_executor", "search"} <= set(imports)
     assert [name for name in imports if name in reachable(name)] == []
     assert "runner" not in imports["parallel"] | imports["ray_executor"] | imports["cell"]
+
+
+# ~40 s per executor (worker processes, a local Ray instance started and stopped per stage)
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [("--parallel", "2"), ("--executor", "ray")])
+def test_other_executors_run_both_stages_to_the_same_choice(tmp_path, flags):
+    if flags[1] == "ray":
+        pytest.importorskip("ray", reason="the Ray executor needs the 'ray' extra")
+    path = write(tmp_path)
+    stores = {name: f"sqlite:///{tmp_path / name}.db" for name in ("here", "there")}
+    for name, extra in (("here", ()), ("there", flags)):
+        outcome = bench(
+            "run",
+            str(path),
+            "--tracking-uri",
+            stores[name],
+            "--checkpoint-dir",
+            str(tmp_path / name),
+            *extra,
+        )
+        assert outcome.exit_code == 0, outcome.output
+
+    def choices(uri):
+        all_runs = runs(uri)
+        best = {
+            r.data.tags[keys.TAG_LABEL]: r.data.tags[keys.TAG_BEST_TRIAL]
+            for r in by_stage(all_runs, keys.STAGE_SEARCH)
+        }
+        cells = sorted(
+            r.data.tags[keys.TAG_CELL_ID] for r in all_runs if keys.TAG_CELL_ID in r.data.tags
+        )
+        nested = all(r.data.tags[keys.TAG_PARENT_RUN] for r in by_stage(all_runs, keys.STAGE_TRIAL))
+        return best, cells, nested
+
+    here, there = choices(stores["here"]), choices(stores["there"])
+    assert there == here and len(here[1]) == 10 and here[2]
