@@ -329,9 +329,10 @@ def list_models():
     type=click.Path(file_okay=False),
     help="Output folder (default: reports/<suite name>/).",
 )
+@set_option
 @tracking_uri_option
 @user_errors
-def report(suite, output_format, out, tracking_uri):
+def report(suite, output_format, out, overrides, tracking_uri):
     """Render a comparison report of SUITE (a suite file or its experiment name) from MLflow, and
     export every cell run of its experiment as one table."""
     from . import export, render
@@ -341,10 +342,10 @@ def report(suite, output_format, out, tracking_uri):
     rendered = tuple(f for f in formats if f in render.FORMATS)
     exported = tuple(f for f in formats if f in export.FORMATS)
     if rendered:
-        loaded = load_report(suite, tracking_uri)
+        loaded = load_report(suite, tracking_uri, overrides)
         name, runs = loaded.suite_name, loaded.runs
     else:  # an export alone needs the runs, not the report's statistics and figures
-        store = open_experiment(suite, tracking_uri)
+        store = open_experiment(suite, tracking_uri, overrides)
         name, runs = store.name, experiment_runs(store)
     folder = Path(out) if out else Path("reports") / name
     written = render.write_report(loaded, folder, rendered) if rendered else []

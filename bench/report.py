@@ -298,11 +298,15 @@ class Store:
     suite: Suite | None
 
 
-def open_experiment(suite: str, tracking_uri: str | None = None) -> Store:
-    """SUITE is a suite file or an experiment name; a missing store or experiment is a ReportError
-    (one line saying what to run)."""
+def open_experiment(
+    suite: str, tracking_uri: str | None = None, overrides: tuple[str, ...] = ()
+) -> Store:
+    """SUITE is a suite file (with the --set overrides it ran with) or an experiment name; a
+    missing store or experiment is a ReportError (one line saying what to run)."""
     suite_file = _suite_file(suite)
-    suite_config = load_suite(suite_file) if suite_file else None
+    if overrides and suite_file is None:
+        raise ReportError(f"--set applies to a suite file; {suite!r} is an experiment name")
+    suite_config = load_suite(suite_file, overrides) if suite_file else None
     name = suite_config.name if suite_config else suite
     uri = tracking.resolve_uri(tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
@@ -329,11 +333,13 @@ def experiment_runs(store: Store) -> list[Run]:
     return runs
 
 
-def load_report(suite: str, tracking_uri: str | None = None) -> Report:
+def load_report(
+    suite: str, tracking_uri: str | None = None, overrides: tuple[str, ...] = ()
+) -> Report:
     """SUITE is a suite file (its cells are the report's rows) or an experiment name (every run of
     the experiment is used). With a search, the rows are the follow-up cells only: the trials
     chose the settings, so their numbers would flatter the variants they selected."""
-    store = open_experiment(suite, tracking_uri)
+    store = open_experiment(suite, tracking_uri, overrides)
     suite_config, client = store.suite, store.client
     runs = experiment_runs(store)
     stages = runs_by_stage(runs)

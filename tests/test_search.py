@@ -432,3 +432,19 @@ def test_other_executors_run_both_stages_to_the_same_choice(tmp_path, flags):
 
     here, there = choices(stores["here"]), choices(stores["there"])
     assert there == here and len(here[1]) == 10 and here[2]
+
+
+def test_a_report_finds_the_cells_a_set_override_ran(tmp_path, write_suite):
+    path = write_suite()
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    overrides = ["--set", "models=[{label: vae, model: vae}]", "--set", "budget.steps=2"]
+    ran = bench(
+        "run", str(path), "--tracking-uri", uri, "--checkpoint-dir", str(tmp_path), *overrides
+    )
+    assert ran.exit_code == 0, ran.output
+    args = ["report", str(path), "--tracking-uri", uri, "--format", "md"]
+    matched = bench(*args, "--out", str(tmp_path / "with"), *overrides)
+    assert matched.exit_code == 0, matched.output
+    assert "1 finished cells of 1" in matched.output
+    unmatched = bench(*args, "--out", str(tmp_path / "without"))  # the file's 7 cells: none ran
+    assert "0 finished cells of 7" in unmatched.output
