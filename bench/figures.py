@@ -136,16 +136,21 @@ def curves(
     for ax in axes[len(series) :]:
         ax.set_visible(False)
     present = [v for v in variants if (history["label"] == v).any()]
-    handles = [Line2D([], [], color=colours[v], linewidth=2) for v in present]
+    _line_legend(figure, present, colours, fontsize=9.5)
+    return _save(figure, path)
+
+
+def _line_legend(figure: Figure, present: list[str], colours: dict, fontsize: float) -> None:
+    """One legend above the panels: a line per variant, in its colour."""
+    handles = [Line2D([], [], color=colours.get(v, OTHER_COLOUR), linewidth=2) for v in present]
     figure.legend(
         handles,
         present,
         loc="outside upper center",
         ncol=min(4, len(present)),
         frameon=False,
-        fontsize=9.5,
+        fontsize=fontsize,
     )
-    return _save(figure, path)
 
 
 def trial_strips(
@@ -290,15 +295,7 @@ def best_so_far_curves(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.tick_params(labelsize=8.5)
     ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=colours.get(v, OTHER_COLOUR), linewidth=2) for v in present]
-    figure.legend(
-        handles,
-        present,
-        loc="outside upper center",
-        ncol=min(4, len(present)),
-        frameon=False,
-        fontsize=9,
-    )
+    _line_legend(figure, present, colours, fontsize=9)
     return _save(figure, path)
 
 
