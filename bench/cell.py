@@ -39,10 +39,21 @@ import torch
 from torchvision.utils import save_image
 
 import models
+from models.networks import SUPPORTED_SIZES
 
-from . import checkpoint, domain, evaluate, keys, provenance, tracking
-from .data import ENV_ROOT, DatasetNotFound, ImageData, load_dataset, to_model_range, to_unit_range
-from .suite import Cell, Suite, SuiteError
+from . import checkpoint, domain, evaluate, keys, provenance, served_model, tracking
+from .cache import default_cache_dir
+from .data import (
+    ENV_ROOT,
+    DatasetNotFound,
+    DeviceMemoryError,
+    ImageData,
+    load_dataset,
+    on_device,
+    to_unit_range,
+)
+from .image_files import ImageFileError
+from .suite import Cell, Suite, SuiteError, check_image_shape
 from .train import Diverged, Interrupted, select_device, steps_per_epoch, total_steps, train
 
 
@@ -92,7 +103,9 @@ class Executor(Protocol):
     def __call__(self, todo: list[tuple[str, Cell]], summary: Summary) -> None: ...
 
 
-def load_suite_data(suite: Suite, cli_root: str | None = None) -> ImageData:
+def load_suite_data(
+    suite: Suite, cli_root: str | None = None, cache_dir: str | Path | None = None
+) -> ImageData:
     d = suite.dataset
     try:
         data = load_dataset(
@@ -104,9 +117,13 @@ def load_suite_data(suite: Suite, cli_root: str | None = None) -> ImageData:
             d.train_limit,
             d.eval_limit,
             subset_seed=d.subset_seed,
+            cache_dir=cache_dir,
+            **d.load_options(),
         )
     except DatasetNotFound:
         raise
+    except ImageFileError as err:  # one line naming the file and the fix already
+        raise DatasetNotFound(str(err)) from None
     except (OSError, EOFError, ValueError) as err:  # files named right but corrupt (bad gzip)
         problem = str(err).splitlines()[0] if str(err) else type(err).__name__
         where = d.root or cli_root or os.environ.get(ENV_ROOT) or "its default folders"
@@ -123,6 +140,14 @@ def load_suite_data(suite: Suite, cli_root: str | None = None) -> ImageData:
                 f"dataset.{split}_limit {limit} is larger than the {split} split "
                 f"({len(images)} images); lower it or leave it out"
             )
+    size = data.image_shape[1:]
+    if size[0] != size[1] or size[0] not in SUPPORTED_SIZES:
+        raise SuiteError(
+            f"dataset {d.name!r}: images are {size[1]}x{size[0]}; the networks take square images "
+            f"of {', '.join(map(str, SUPPORTED_SIZES))} pixels: set dataset.image_size "
+            "(and dataset.crop for non-square images)"
+        )
+    check_image_shape(suite, data.image_shape)
     if suite.budget.batch_size > len(data.train.images):
         raise SuiteError(
             f"budget.batch_size {suite.budget.batch_size} is larger than the training set "
@@ -170,7 +195,7 @@ class SuiteContext:
     client: object
     experiment: str
     evaluator: evaluate.Evaluator
-    train_images: torch.Tensor  # model range, on the device
+    train_images: torch.Tensor  # uint8, on the device (batches are converted one at a time)
     tags: dict[str, str]  # provenance, on every run
     suite_text: str
     progress: bool
@@ -203,20 +228,24 @@ def build_context(
 ) -> SuiteContext:
     suite = settings.suite
     target = select_device(settings.device)
-    data = data if data is not None else load_suite_data(suite, settings.data_root)
+    cache_dir = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+    data = data if data is not None else load_suite_data(suite, settings.data_root, cache_dir)
     client = client if client is not None else tracking.connect(settings.tracking_uri)
-    cache_dir = Path(settings.cache_dir) if settings.cache_dir else domain.default_cache_dir()
     if settings.classifier is not None:
         domain.install_classifier(cache_dir / settings.classifier[0], settings.classifier[1])
-    evaluator = evaluate.prepare(
-        data, suite.dataset, suite.evaluation, target, settings.data_root, cache_dir, log=echo
-    )
+    try:
+        train_images = on_device(data.train.images, target, "training set")
+        evaluator = evaluate.prepare(
+            data, suite.dataset, suite.evaluation, target, settings.data_root, cache_dir, log=echo
+        )
+    except DeviceMemoryError as err:
+        raise SuiteError(str(err)) from None
     return SuiteContext(
         client=client,
         experiment=tracking.experiment_id(client, suite.name),
         evaluator=evaluator,
-        train_images=to_model_range(data.train.images, target),
-        tags=provenance.tags(target),
+        train_images=train_images,
+        tags=provenance.tags(target) | provenance.data_tags(data, evaluator.classifier.task),
         suite_text=settings.suite_text,
         progress=progress,
         checkpoint_root=Path(settings.checkpoint_root),
@@ -293,7 +322,7 @@ def open_cell_run(cell: Cell, context: SuiteContext, folder: Path, prefix: str):
     tags = dict(context.tags)
     if context.evaluator.inception_skip_reason:
         tags[keys.TAG_INCEPTION_SKIPPED] = context.evaluator.inception_skip_reason
-    return tracking.start_cell_run(client, experiment, cell, tags), None
+    return tracking.start_cell_run(client, experiment, cell, tags, context.evaluator.data), None
 
 
 def run_cell(cell: Cell, context: SuiteContext, description: str) -> str | None:
@@ -367,6 +396,7 @@ def run_cell(cell: Cell, context: SuiteContext, description: str) -> str | None:
         metrics, images = evaluate.evaluate(model, evaluator, cell.seed)
         tracking.log_metrics(client, run_id, metrics, num_steps)
         log_artifacts(client, run_id, cell, model, images, context.suite_text)
+        log_served_model(client, run_id, cell, model, evaluator, num_steps)
         timings = {
             **model.update_counts(budget.batch_size),  # generator_updates, ... (bench/keys.py)
             keys.TRAIN_SECONDS: result.seconds,
@@ -374,6 +404,7 @@ def run_cell(cell: Cell, context: SuiteContext, description: str) -> str | None:
             keys.CELL_SECONDS: time.perf_counter() - started,
         }
         tracking.log_metrics(client, run_id, timings, num_steps)
+        tracking.set_note(client, run_id, tracking.run_note(cell, run_id, metrics | timings))
         tracking.finish(client, run_id)
         checkpoint.remove(folder)  # the final weights are in the run's artifacts now
         return None
@@ -434,3 +465,24 @@ def log_artifacts(client, run_id: str, cell: Cell, model, images: dict, suite_te
             checkpoint_dir / keys.CHECKPOINT_FILE,
         )
         client.log_artifacts(run_id, str(folder))
+
+
+def log_served_model(client, run_id: str, cell: Cell, model, evaluator, step: int) -> None:
+    """The trained model as an MLflow model (bench/served_model.py), loadable as
+    runs:/<run id>/model, with the decoder's batch-norm statistics of the evaluation blocks it
+    was scored in (prior samples; reconstructions for a model with an encoder)."""
+    statistics = {}
+    for latents in ("prior", "encoded") if model.has_encoder else ("prior",):
+        with evaluate.decoder_statistics(model, evaluator, cell.seed, latents):
+            statistics[latents] = served_model.batch_norm_state(model.decoder)
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = served_model.save(model, statistics, Path(tmp))
+        tracking.log_model(
+            client,
+            run_id,
+            served_model.__file__,
+            artifacts,
+            served_model.signature(model.image_shape),
+            served_model.requirements(),
+            step,
+        )

@@ -19,7 +19,9 @@ import models
 
 from .checkpoint import DEFAULT_ROOT, CheckpointError
 from .data import DatasetNotFound
+from .image_files import ImageFileError
 from .suite import (
+    DATASETS,
     SuiteError,
     expand,
     follow_up_seeds,
@@ -32,6 +34,7 @@ from .tracking import TrackingError
 USER_ERRORS = (
     SuiteError,
     DatasetNotFound,
+    ImageFileError,
     models.ModelConfigError,
     TrackingError,
     CheckpointError,
@@ -303,13 +306,27 @@ def echo_dry_run(suite) -> None:
 
 @main.command(name="models")
 def list_models():
-    """List the registered models with their options and defaults."""
+    """List the registered models with their options and defaults, and the discriminator layers
+    (Dis_l, vaegan's dis_layer) that exist at each supported image size."""
+    from models.networks import SUPPORTED_SIZES, discriminator_layers
+
     for name in sorted(models.REGISTRY):
         cls = models.model_class(name)
         doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
         click.echo(f"{name}: {doc[0] if doc else ''}")
         for option, kind, default in models.option_table(name):
             click.echo(f"    {option:<12} {kind:<28} default {default!r}")
+    width = models.Hparams().width
+    click.echo(
+        f"Dis_l layers per image size (vaegan dis_layer l = discriminator conv block l), "
+        f"features C x H x W at width {width}:"
+    )
+    for size in SUPPORTED_SIZES:
+        layers = discriminator_layers((1, size, size), width)
+        shapes = "  ".join(
+            f"{layer}: {'x'.join(map(str, shape))}" for layer, shape in enumerate(layers, 1)
+        )
+        click.echo(f"    {f'{size}x{size}':<8} dis_layer 1..{len(layers)}   {shapes}")
 
 
 @main.command()
@@ -377,6 +394,78 @@ def ui(port, host, tracking_uri):
     from .ui import serve
 
     sys.exit(serve(tracking_uri, host, port, echo=click.echo))
+
+
+@main.command()
+@click.argument("real", type=click.Path())
+@click.argument("fake", type=click.Path())
+@click.option(
+    "--dataset",
+    default=None,
+    help="Score in the domain space of this dataset (the network its suites use, from the same "
+    "cache; trained once when missing), e.g. fashion-mnist.",
+)
+@click.option(
+    "--train-domain",
+    is_flag=True,
+    help="Score in a domain network trained on REAL: a classifier when REAL has classes, the "
+    "rotation network otherwise.",
+)
+@click.option("--data-root", default=None, help="Where --dataset's files are.")
+@click.option("--crop", type=click.IntRange(min=1), default=None, help="Centre crop to N x N.")
+@click.option("--image-size", type=click.IntRange(min=1), default=None, help="Resize to N x N.")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Channels.")
+@click.option(
+    "--inception-weights",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Inception-v3 weights file: adds the *_inception metrics.",
+)
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@user_errors
+def score(
+    real, fake, dataset, train_domain, data_root, crop, image_size, channels, inception_weights,
+    batch_size, device, output_format,
+):  # fmt: skip
+    """The harness's sample metrics of FAKE against REAL (each an image folder or an .npz), in the
+    feature spaces of a run; JSON keys are the runs' metric names."""
+    import json
+
+    from . import score as scoring
+    from .cache import default_cache_dir
+    from .preprocess import Preprocessing
+    from .train import select_device
+
+    if (dataset is None) == (not train_domain):
+        raise SuiteError("pass either --dataset NAME or --train-domain (the feature space)")
+    if dataset is not None and dataset not in DATASETS:
+        raise SuiteError(f"--dataset {dataset!r} is unknown; use one of {', '.join(DATASETS)}")
+    preprocessing = Preprocessing(crop, image_size, int(channels) if channels else None)
+    log = (lambda line: click.echo(line, err=True)) if output_format == "json" else click.echo
+    target = select_device(device)
+    cache_dir = default_cache_dir()
+    real_set = scoring.read_image_set(real, preprocessing, cache_dir)
+    fake_set = scoring.read_image_set(fake, preprocessing, cache_dir)
+    network, which = scoring.domain_network(
+        real_set, real, dataset, data_root, preprocessing, target, cache_dir, log
+    )
+    weights = None
+    if inception_weights is not None:
+        weights = Path(inception_weights)
+        if not weights.is_file():
+            raise SuiteError(f"--inception-weights {weights} does not exist")
+    metrics = scoring.score(real_set, fake_set, network, target, batch_size, weights, cache_dir)
+    if output_format == "json":
+        click.echo(json.dumps(metrics, sort_keys=True))
+        return
+    click.echo(
+        f"{fake} ({len(fake_set.images)} images) against {real} ({len(real_set.images)} images), "
+        f"in the feature space of {which}:"
+    )
+    for name, value in sorted(metrics.items()):
+        click.echo(f"  {name:24s} {value:.6g}")
 
 
 if __name__ == "__main__":

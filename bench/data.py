@@ -12,8 +12,15 @@ Inside a root, MNIST-style sets are found as gzipped or plain IDX files directly
 (Debian's layout), in <root>/<name>/, or in torchvision's <root>/MNIST/raw/ (FashionMNIST/raw/);
 CIFAR-10 in torchvision's <root>/cifar-10-batches-py/.
 
-Images are kept as uint8 (N, C, H, W) on the host; `to_model_range` turns a whole split into one
-float tensor in [-1, 1] on the training device, and `to_unit_range` is the one way back to [0, 1].
+A researcher's own images come as `folder`, `npz` or `celeba` (bench/image_files.py reads them);
+their root must be given (suite, --data-root or the environment variable), but CelebA's, which is
+also looked for in /usr/share/datasets/celeba and the cache. A folder without train/ and test/
+subfolders is split here with a seeded random fraction (class-stratified when labelled).
+
+Every dataset may be preprocessed as the suite declares (bench/preprocess.py: centre crop, resize,
+channels). Images are kept as uint8 (N, C, H, W); training moves them to the device as uint8 and
+`to_model_range` converts each batch to float in [-1, 1]; `to_unit_range` is the one way back to
+[0, 1]. Labels are None for unlabelled data.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import image_files
+from .preprocess import Preprocessing
+
 ENV_ROOT = "BENCH_DATA_ROOT"
 SYSTEM_ROOT = Path("/usr/share/datasets")
 CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bench" / "datasets"
@@ -38,6 +48,7 @@ IDX_FILES = {
 }
 TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 SYNTHETIC_SIZES = {"train": 2048, "test": 512}
+FILE_DATASETS = ("folder", "npz", "celeba")
 
 
 class DatasetNotFound(FileNotFoundError):
@@ -47,7 +58,7 @@ class DatasetNotFound(FileNotFoundError):
 @dataclass
 class Split:
     images: torch.Tensor  # uint8 (N, C, H, W)
-    labels: torch.Tensor  # int64 (N,)
+    labels: torch.Tensor | None  # int64 (N,); None: unlabelled
 
 
 @dataclass
@@ -56,6 +67,8 @@ class ImageData:
     train: Split
     eval: Split
     source: str
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    split_rule: str = "the dataset's own train and test splits"
     _fingerprint: str | None = field(default=None, repr=False)
 
     @property
@@ -63,8 +76,21 @@ class ImageData:
         return tuple(self.train.images.shape[1:])
 
     @property
+    def labelled(self) -> bool:
+        return self.train.labels is not None and self.eval.labels is not None
+
+    @property
     def num_classes(self) -> int:
+        """Number of classes (0 for unlabelled data)."""
+        if not self.labelled:
+            return 0
         return int(torch.cat([self.train.labels, self.eval.labels]).max()) + 1
+
+    @property
+    def cache_tag(self) -> str:
+        """The dataset's name in cache keys: its name and its preprocessing."""
+        tag = self.preprocessing.tag
+        return f"{self.name}-{tag}" if tag else self.name
 
     @property
     def fingerprint(self) -> str:
@@ -74,14 +100,44 @@ class ImageData:
             for split in (self.train, self.eval):
                 digest.update(str(tuple(split.images.shape)).encode())
                 digest.update(split.images.numpy().tobytes())
-                digest.update(split.labels.numpy().tobytes())
+                if split.labels is not None:
+                    digest.update(split.labels.numpy().tobytes())
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
+
+
+class DeviceMemoryError(RuntimeError):
+    """A split does not fit on the device; str() says how large it is and how much room there is."""
+
+
+def on_device(images: torch.Tensor, device: torch.device | str, what: str) -> torch.Tensor:
+    """uint8 images moved to `device` as they are (a quarter of float32's size): batches are
+    converted with `to_model_range` one at a time. On a GPU they must fit in 90% of the free
+    memory, leaving room for the networks; otherwise DeviceMemoryError says by how much not."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        need = images.numel() * images.element_size()
+        if need > 0.9 * free:
+            raise DeviceMemoryError(
+                f"the {what} ({len(images)} x {' x '.join(map(str, images.shape[1:]))} uint8, "
+                f"{need / 2**30:.2f} GiB) does not fit on {device}: {free / 2**30:.2f} GiB free of "
+                f"{total / 2**30:.2f} GiB; lower dataset.train_limit or dataset.image_size"
+            )
+    return images.to(device)
 
 
 def to_model_range(images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 [0, 255] -> float32 [-1, 1] on `device` (the range of every model boundary)."""
     return images.to(device).float().div_(127.5).sub_(1.0)
+
+
+def model_batch(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A batch for a model: uint8 images converted by to_model_range, float ones (already in the
+    model range) moved as they are."""
+    if images.dtype == torch.uint8:
+        return to_model_range(images, device)
+    return images.to(device)
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -99,8 +155,37 @@ def load_dataset(
     eval_limit: int | None = None,
     download: bool = True,
     subset_seed: int = 0,
+    preprocessing: Preprocessing | None = None,
+    eval_fraction: float = 0.1,
+    split_seed: int = 0,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
 ) -> ImageData:
-    """Load both splits of a dataset as uint8 tensors (see the module docstring for the search)."""
+    """Load both splits of a dataset as uint8 tensors (see the module docstring for the search),
+    preprocessed as declared, then limited to seeded subsets when asked."""
+    preprocessing = preprocessing or Preprocessing()
+    if name in FILE_DATASETS:
+        data = _load_files(
+            name, root or cli_root or os.environ.get(ENV_ROOT), train_split, eval_split,
+            preprocessing, eval_fraction, split_seed, cache_dir, progress,
+        )  # fmt: skip
+        data.train = _limit(data.train, train_limit, subset_seed)
+        data.eval = _limit(data.eval, eval_limit, subset_seed)
+        return data
+    data = _load_builtin(
+        name, root, cli_root, train_split, eval_split, train_limit, eval_limit, download,
+        subset_seed,
+    )  # fmt: skip
+    if not preprocessing.is_identity:
+        data.preprocessing = preprocessing
+        for split in (data.train, data.eval):
+            split.images = image_files.apply_in_chunks(preprocessing, split.images)
+    return data
+
+
+def _load_builtin(
+    name, root, cli_root, train_split, eval_split, train_limit, eval_limit, download, subset_seed
+) -> ImageData:
     if name.startswith("synthetic"):
         channels = 3 if name == "synthetic-rgb" else 1
         size = 32 if channels == 3 else 28
@@ -155,6 +240,126 @@ def load_dataset(
     )
 
 
+def _load_files(
+    name: str,
+    root: str | Path | None,
+    train_split: str,
+    eval_split: str,
+    preprocessing: Preprocessing,
+    eval_fraction: float,
+    split_seed: int,
+    cache_dir: str | Path | None,
+    progress: bool,
+) -> ImageData:
+    """A folder, an .npz or CelebA (bench/image_files.py); errors say which file and the fix."""
+    if name == "celeba":
+        return _load_celeba(root, train_split, eval_split, preprocessing, cache_dir, progress)
+    if not root:
+        what = "the .npz file" if name == "npz" else "the folder of images"
+        raise DatasetNotFound(
+            f"dataset {name!r} needs its location: set dataset.root (or --data-root) to {what}"
+        )
+    path = Path(root).expanduser()
+    if name == "npz":
+        train = image_files.read_npz(path, train_split, preprocessing)
+        evaluation = image_files.read_npz(path, eval_split, preprocessing)
+        return ImageData(
+            name,
+            Split(train.images, train.labels),
+            Split(evaluation.images, evaluation.labels),
+            str(path),
+            preprocessing,
+            "the file's x_train and x_test arrays",
+        )
+    if not path.is_dir():
+        raise DatasetNotFound(f"image folder {path} does not exist; check dataset.root")
+    if image_files.has_split_folders(path):
+        train_listing = image_files.list_folder(path / train_split)
+        mapping = _class_mapping(train_listing)
+        eval_listing = image_files.list_folder(path / eval_split, mapping)
+        if (train_listing.labels is None) != (eval_listing.labels is None):
+            raise image_files.ImageFileError(
+                f"{path}: one of {train_split}/ and {eval_split}/ has class subfolders and the "
+                "other not; give both or neither"
+            )
+        train = image_files.decoded(train_listing, preprocessing, cache_dir, progress)
+        evaluation = image_files.decoded(eval_listing, preprocessing, cache_dir, progress)
+        rule = f"the folder's {train_split}/ and {eval_split}/ subfolders"
+    else:
+        listing = image_files.list_folder(path)
+        pool = image_files.decoded(listing, preprocessing, cache_dir, progress)
+        train, evaluation = split_pool(pool, eval_fraction, split_seed)
+        if train_split == "test":  # the held-out part as training data, as asked
+            train, evaluation = evaluation, train
+        rule = (
+            f"a seeded random split of one folder: a fraction {eval_fraction:g} of the images "
+            f"(seed {split_seed}{', class-stratified' if pool.labels is not None else ''}) held "
+            "out for evaluation"
+        )
+    return ImageData(
+        name,
+        Split(train.images, train.labels),
+        Split(evaluation.images, evaluation.labels),
+        str(path),
+        preprocessing,
+        rule,
+    )
+
+
+def _class_mapping(listing: image_files.Listing) -> dict[str, int] | None:
+    if listing.classes is None:
+        return None
+    return {name: index for index, name in enumerate(listing.classes)}
+
+
+def split_pool(
+    pool: image_files.Decoded, eval_fraction: float, seed: int
+) -> tuple[image_files.Decoded, image_files.Decoded]:
+    """(train, eval) of one pool of images: round(fraction * N) held out at random, seeded, and
+    class-stratified when the pool has labels."""
+    n = len(pool.images)
+    n_eval = round(eval_fraction * n)
+    if not 0 < n_eval < n:
+        raise image_files.ImageFileError(
+            f"dataset.eval_fraction {eval_fraction:g} of {n} images leaves "
+            f"{'no evaluation' if n_eval == 0 else 'no training'} images; change it or add images"
+        )
+    if pool.labels is not None:
+        held_out = stratified_subset(pool.labels, n_eval, seed)
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        held_out = torch.randperm(n, generator=generator)[:n_eval].sort().values
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[held_out] = True
+
+    def part(select: torch.Tensor) -> image_files.Decoded:
+        labels = pool.labels[select] if pool.labels is not None else None
+        return image_files.Decoded(pool.images[select], labels)
+
+    return part(~mask), part(mask)
+
+
+def _load_celeba(root, train_split, eval_split, preprocessing, cache_dir, progress) -> ImageData:
+    candidates = [Path(root).expanduser()] if root else [SYSTEM_ROOT / "celeba", CACHE_ROOT]
+    for candidate in candidates:
+        base = candidate / "celeba" if (candidate / "celeba").is_dir() else candidate
+        if not (base / "list_eval_partition.txt").is_file():
+            continue
+        splits = []
+        for split in (train_split, eval_split):
+            listing = image_files.celeba_listing(candidate, split)
+            images = image_files.decoded(listing, preprocessing, cache_dir, progress).images
+            splits.append(Split(images, None))
+        rule = f"CelebA's own partition ({train_split}: 0, {eval_split}: 2)"
+        return ImageData("celeba", splits[0], splits[1], str(base), preprocessing, rule)
+    looked = ", ".join(str(c) for c in candidates)
+    raise DatasetNotFound(
+        f"dataset 'celeba' not found: looked in {looked} (nothing is downloaded here). Place "
+        "torchvision's CelebA files (celeba/img_align_celeba/*.jpg, "
+        "celeba/list_eval_partition.txt) under dataset.root, --data-root or " + ENV_ROOT
+    )
+
+
 def _root_origin(root, cli_root) -> str:
     if root:
         return "dataset.root in the suite"
@@ -170,8 +375,13 @@ def _expected_files(name: str) -> str:
 
 
 def _limit(split: Split, limit: int | None, seed: int) -> Split:
-    if limit is None or limit >= len(split.labels):
+    """A seeded random subset of `limit` images: class-stratified when labelled."""
+    if limit is None or limit >= len(split.images):
         return split
+    if split.labels is None:
+        generator = torch.Generator().manual_seed(seed)
+        index = torch.randperm(len(split.images), generator=generator)[:limit].sort().values
+        return Split(split.images[index], None)
     index = stratified_subset(split.labels, limit, seed)
     return Split(split.images[index], split.labels[index])
 

@@ -7,11 +7,21 @@ features that separate exactly what matters there (the classes), so FID/KID/prec
 its penultimate layer ("domain" space) are meaningful for every dataset the harness loads. Its
 numbers are never comparable with Inception numbers (bench/keys.py labels them apart).
 
-Cache: `<cache_dir>/domain-<dataset>-<fingerprint>-v1.pt` (cache_dir: $BENCH_CACHE_DIR, else
-$XDG_CACHE_HOME/bench, else ~/.cache/bench), a dict {"state_dict", "image_shape", "num_classes",
-"width", "accuracy", "recipe"}, readable with torch.load(..., weights_only=True). The fingerprint is
-content hash of both splits, so the same images give the same file whatever folder they came
-from; "v1" names the architecture and training recipe: bump it when either changes.
+Unlabelled data (an image folder without class subfolders, CelebA) has no classes to learn. The
+same network then learns a self-supervised task instead: which of four rotations (0, 90, 180, 270
+degrees) an image was turned by (Gidaris et al. 2018, "Unsupervised representation learning by
+predicting image rotations"), on every training image in all four rotations. Telling rotations
+apart needs the features of upright content (faces, objects, strokes), so its penultimate layer is
+a feature space without labels. FID, KID, precision/recall and interpolation use it as they use the
+classifier's; mode coverage needs classes and is absent for such data.
+
+Cache: `<cache_dir>/domain-<dataset tag>-<fingerprint>[-rotation]-v1.pt` (cache_dir:
+$BENCH_CACHE_DIR, else $XDG_CACHE_HOME/bench, else ~/.cache/bench; the dataset tag is its name and
+preprocessing, bench/data.py ImageData.cache_tag), a dict {"state_dict", "image_shape",
+"num_classes", "width", "accuracy", "recipe", "task"}, readable with torch.load(...,
+weights_only=True). The fingerprint is content hash of both splits, so the same images give the
+same file whatever folder they came from; "v1" names the architecture and training recipe: bump
+it when either changes.
 
 One pass per image: `extract` runs the classifier once over uint8 images and returns both the
 features (FID/KID/precision/recall, bench/fidelity.py) and the logits (predicted classes, mode
@@ -34,26 +44,24 @@ import torch.nn.functional as F
 from torch_fidelity import FeatureExtractorBase, register_feature_extractor
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from .cache import atomic_save, default_cache_dir
 from .data import Split
 
 CACHE_VERSION = "v1"
-ENV_CACHE_DIR = "BENCH_CACHE_DIR"
 EXTRACTOR_NAME = "bench-domain"
 FEATURE_DIM = 128
+CLASSES, ROTATION = "classes", "rotation"  # the domain network's task: labels, or rotations
+ROTATIONS = 4
 
 
-def default_cache_dir() -> Path:
-    explicit = os.environ.get(ENV_CACHE_DIR)
-    if explicit:
-        return Path(explicit).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bench"
-
-
-def cache_path(name: str, fingerprint: str, cache_dir: str | Path | None = None) -> Path:
-    """Where the classifier for this exact dataset lives (also its torch-fidelity weights path)."""
-    return (
-        Path(cache_dir or default_cache_dir()) / f"domain-{name}-{fingerprint}-{CACHE_VERSION}.pt"
-    )
+def cache_path(
+    name: str, fingerprint: str, cache_dir: str | Path | None = None, task: str = CLASSES
+) -> Path:
+    """Where the domain network for this exact dataset lives (also its torch-fidelity weights
+    path); `name` is the dataset's cache tag (its name and preprocessing)."""
+    kind = "" if task == CLASSES else f"-{task}"
+    file = f"domain-{name}-{fingerprint}{kind}-{CACHE_VERSION}.pt"
+    return Path(cache_dir or default_cache_dir()) / file
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -72,12 +80,19 @@ class DomainClassifier(nn.Module):
     Width 16 (then 32 after the first pool) is enough: 3 epochs give ~92% on Fashion-MNIST in
     under a minute on 2 CPU cores, where width 32 gains under a point for 2.7x the time."""
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, width: int = 16):
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        width: int = 16,
+        task: str = CLASSES,
+    ):
         super().__init__()
         in_channels, height, image_width = image_shape
         self.image_shape = tuple(image_shape)
         self.num_classes = num_classes
         self.width = width
+        self.task = task
         self.body = nn.Sequential(
             *_conv_bn_relu(in_channels, width),
             *_conv_bn_relu(width, width),
@@ -150,6 +165,12 @@ def extract(
     return Extracted(torch.cat(features), torch.cat(logits))
 
 
+def task_for(num_classes: int) -> str:
+    """The domain network's task: the classes when the data has them (num_classes > 0), else the
+    rotations."""
+    return CLASSES if num_classes > 0 else ROTATION
+
+
 def load_or_train(
     name: str,
     fingerprint: str,
@@ -164,15 +185,19 @@ def load_or_train(
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> tuple[DomainClassifier, float]:
-    """The domain classifier for this dataset (eval mode, on `device`) and its test accuracy on
-    eval_split: read from the cache when there, else trained, measured and cached."""
-    path = cache_path(name, fingerprint, cache_dir)
+    """The domain network for this dataset (eval mode, on `device`) and its test accuracy on
+    eval_split: read from the cache when there, else trained, measured and cached. num_classes 0
+    (unlabelled data) trains the rotation task; its accuracy is the rotation accuracy."""
+    task = task_for(num_classes)
+    outputs = num_classes if task == CLASSES else ROTATIONS
+    what = "domain classifier" if task == CLASSES else "rotation domain network"
+    path = cache_path(name, fingerprint, cache_dir, task)
     if path.is_file():
         classifier, accuracy = read_classifier(path)
-        if classifier.image_shape == tuple(image_shape) and classifier.num_classes == num_classes:
-            log(f"domain classifier for {name}: test accuracy {accuracy:.4f} (cached, {path})")
+        if classifier.image_shape == tuple(image_shape) and classifier.num_classes == outputs:
+            log(f"{what} for {name}: test accuracy {accuracy:.4f} (cached, {path})")
             return classifier.to(device), accuracy
-        log(f"domain classifier cache {path} is for other images; retraining")
+        log(f"{what} cache {path} is for other images; retraining")
 
     started = time.perf_counter()
     classifier = train_classifier(
@@ -183,10 +208,23 @@ def load_or_train(
     recipe = {"epochs": epochs, "batch_size": batch_size, "seed": seed}
     save_classifier(classifier, accuracy, recipe, path)
     log(
-        f"domain classifier for {name}: test accuracy {accuracy:.4f} "
-        f"({len(train_split.labels)} images x {epochs} epochs in {seconds:.0f} s, saved to {path})"
+        f"{what} for {name}: test accuracy {accuracy:.4f} "
+        f"({len(train_split.images)} images x {epochs} epochs in {seconds:.0f} s, saved to {path})"
     )
     return classifier, accuracy
+
+
+def task_batch(
+    classifier: DomainClassifier, images: torch.Tensor, labels: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs in [0, 1], targets) of one batch of uint8 images for the network's task: the images
+    and their classes, or every image in each of the four rotations and the rotation's index."""
+    x = to_input(images)
+    if classifier.task == CLASSES:
+        return x, labels
+    rotated = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(ROTATIONS)])
+    targets = torch.arange(ROTATIONS, device=x.device).repeat_interleave(len(x))
+    return rotated, targets
 
 
 def train_classifier(
@@ -199,10 +237,12 @@ def train_classifier(
     seed: int,
 ) -> DomainClassifier:
     """Adam with a one-cycle learning rate (fast convergence in few epochs), whole split on the
-    device, reshuffled there each epoch. Returns the classifier in eval mode."""
+    device (uint8, converted per batch), reshuffled there each epoch. num_classes 0 trains the
+    rotation task. Returns the classifier in eval mode."""
     device = torch.device(device)
-    images = split.images.to(device).float().div_(255.0)
-    labels = split.labels.to(device)
+    task = task_for(num_classes)
+    images = split.images.to(device)
+    labels = split.labels.to(device) if task == CLASSES else None
     batch_size = min(batch_size, len(images))
     # the last partial batch is dropped: batch norm and a one-image batch do not mix
     steps_per_epoch = len(images) // batch_size
@@ -212,7 +252,8 @@ def train_classifier(
     with torch.random.fork_rng(devices=rng_devices):
         torch.manual_seed(seed)
         shuffle = torch.Generator(device=device).manual_seed(seed)
-        classifier = DomainClassifier(image_shape, num_classes).to(device)
+        outputs = num_classes if task == CLASSES else ROTATIONS
+        classifier = DomainClassifier(image_shape, outputs, task=task).to(device)
         optimizer = torch.optim.Adam(classifier.parameters())  # learning rate: the schedule's
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=3e-3, total_steps=max(1, epochs * steps_per_epoch)
@@ -222,7 +263,9 @@ def train_classifier(
             order = torch.randperm(len(images), generator=shuffle, device=device)
             for step in range(steps_per_epoch):
                 index = order[step * batch_size : (step + 1) * batch_size]
-                loss = F.cross_entropy(classifier(images[index]), labels[index])
+                batch_labels = labels[index] if labels is not None else None
+                inputs, targets = task_batch(classifier, images[index], batch_labels)
+                loss = F.cross_entropy(classifier(inputs), targets)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -237,20 +280,31 @@ def measure_accuracy(
     device: torch.device | str,
     batch_size: int = 1000,
 ) -> float:
+    """Share of test images whose class (or, for the rotation task, rotation: each image in all
+    four) the network predicts right."""
     classifier.eval()
-    correct = 0
-    for i in range(0, len(split.labels), batch_size):
-        x = split.images[i : i + batch_size].to(device).float().div_(255.0)
-        predicted = classifier(x).argmax(1).cpu()
-        correct += int((predicted == split.labels[i : i + batch_size]).sum())
-    return correct / len(split.labels)
+    if classifier.task != CLASSES:
+        batch_size = max(1, batch_size // ROTATIONS)  # each image goes in four times
+    correct, total = 0, 0
+    for i in range(0, len(split.images), batch_size):
+        images = split.images[i : i + batch_size].to(device)
+        labels = None
+        if classifier.task == CLASSES:
+            labels = split.labels[i : i + batch_size].to(device)
+        inputs, targets = task_batch(classifier, images, labels)
+        correct += int((classifier(inputs).argmax(1) == targets).sum())
+        total += len(targets)
+    return correct / total
 
 
 def read_classifier(path: str | Path) -> tuple[DomainClassifier, float]:
     """A cached classifier (eval mode, CPU) and its recorded test accuracy."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
     classifier = DomainClassifier(
-        tuple(saved["image_shape"]), int(saved["num_classes"]), int(saved["width"])
+        tuple(saved["image_shape"]),
+        int(saved["num_classes"]),
+        int(saved["width"]),
+        saved.get("task", CLASSES),
     )
     classifier.load_state_dict(saved["state_dict"])
     return classifier.eval(), float(saved["accuracy"])
@@ -283,24 +337,11 @@ def save_classifier(
         "image_shape": list(classifier.image_shape),
         "num_classes": classifier.num_classes,
         "width": classifier.width,
+        "task": classifier.task,
         "accuracy": accuracy,
         "recipe": recipe,
     }
     atomic_save(payload, path)
-
-
-def atomic_save(payload, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then os.replace: a reader (another suite
-    running in parallel, or an interrupted run) never sees half a file."""
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            torch.save(payload, f)
-        os.chmod(temp_name, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 class DomainFeatureExtractor(FeatureExtractorBase):

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from . import domain, fidelity, keys
-from .data import ImageData, load_dataset, to_model_range, to_unit_range
+from .cache import default_cache_dir
+from .data import ImageData, load_dataset, model_batch, on_device, to_model_range, to_unit_range
 from .interpolation import interpolation_metrics
 from .suite import DatasetConfig, EvaluationConfig
 
@@ -41,7 +42,7 @@ class Evaluator:
     data: ImageData
     config: EvaluationConfig
     device: torch.device
-    eval_images: torch.Tensor  # model range, on the device
+    eval_images: torch.Tensor  # uint8, on the device (converted per batch)
     classifier: torch.nn.Module
     classifier_path: Path
     classifier_accuracy: float
@@ -64,7 +65,13 @@ class Evaluator:
     def real_cache_name(self, space: str) -> str:
         """Identifies the real statistics: dataset, split, exact images, extractor."""
         extractor = self.classifier_path.stem if space == "domain" else "inception-v3-compat"
-        return f"{self.data.name}-{len(self.data.eval.images)}-{self.eval_digest}-{extractor}"
+        tag = self.data.cache_tag
+        return f"{tag}-{len(self.data.eval.images)}-{self.eval_digest}-{extractor}"
+
+    @property
+    def has_classes(self) -> bool:
+        """Whether the domain network predicts classes (mode coverage needs them)."""
+        return self.classifier.task == domain.CLASSES
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -114,14 +121,23 @@ def prepare(
 ) -> Evaluator:
     """Train or load the domain classifier and locate the Inception weights, once per suite.
 
-    The classifier is trained on the dataset's full labelled train split (ignoring the suite's
-    train_limit) so that it is the same for every suite on that dataset."""
-    cache_dir = cache_dir or domain.default_cache_dir()
+    The classifier is trained on the dataset's full train split (ignoring the suite's
+    train_limit) so that it is the same for every suite on that dataset; on unlabelled data it
+    learns the rotation task (bench/domain.py)."""
+    cache_dir = cache_dir or default_cache_dir()
     full = data
     if dataset.train_limit is not None or dataset.eval_limit is not None:
-        full = load_dataset(dataset.name, dataset.root, cli_root, "train", "test")
+        full = load_dataset(
+            dataset.name,
+            dataset.root,
+            cli_root,
+            "train",
+            "test",
+            cache_dir=cache_dir,
+            **dataset.load_options(),
+        )
     classifier, accuracy = domain.load_or_train(
-        full.name,
+        full.cache_tag,
         full.fingerprint,
         full.train,
         full.eval,
@@ -131,7 +147,9 @@ def prepare(
         cache_dir=cache_dir,
         log=log,
     )
-    classifier_path = domain.cache_path(full.name, full.fingerprint, cache_dir)
+    classifier_path = domain.cache_path(
+        full.cache_tag, full.fingerprint, cache_dir, domain.task_for(full.num_classes)
+    )
     inception_weights, skip_reason = None, None
     if "inception" in config.feature_extractors:
         inception_weights = fidelity.inception_weights_path(config.inception_weights)
@@ -142,7 +160,7 @@ def prepare(
         data=data,
         config=config,
         device=device,
-        eval_images=to_model_range(data.eval.images, device),
+        eval_images=on_device(data.eval.images, device, "evaluation set"),
         classifier=classifier,
         classifier_path=classifier_path,
         classifier_accuracy=accuracy,
@@ -168,11 +186,12 @@ def generate(model, n: int, batch_size: int, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def recon_mse(model, images: torch.Tensor, batch_size: int) -> float:
-    """Mean squared error per pixel on the [0, 1] scale between images (model range) and their
-    reconstructions decode(encode(x)) from the encoder mean, over all of `images`."""
+    """Mean squared error per pixel on the [0, 1] scale between images (uint8, or float in the
+    model range) and their reconstructions decode(encode(x)) from the encoder mean, over all of
+    `images`."""
     total, count = 0.0, 0
     for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size]
+        x = model_batch(images[i : i + batch_size], images.device)
         x_hat = model.decode(model.encode(x))
         total += (to_unit_range(x_hat) - to_unit_range(x)).double().pow(2).sum().item()
         count += x.numel()
@@ -312,11 +331,12 @@ def evaluate(model, evaluator: Evaluator, seed: int, cheap: bool = False):
             if not cheap:
                 grid = reconstruction_grid(model, evaluator.data, config.grid_size // 2)
                 images["reconstructions"] = grid
-    covered, kl = mode_coverage(
-        fake_domain.logits.argmax(1), evaluator.real_domain_labels, evaluator.data.num_classes
-    )
-    metrics[keys.MODES_COVERED] = covered
-    metrics[keys.CLASS_KL] = kl
+    if evaluator.has_classes:  # absent, never 0, for unlabelled data
+        covered, kl = mode_coverage(
+            fake_domain.logits.argmax(1), evaluator.real_domain_labels, evaluator.data.num_classes
+        )
+        metrics[keys.MODES_COVERED] = covered
+        metrics[keys.CLASS_KL] = kl
     metrics[keys.EVAL_SECONDS] = time.perf_counter() - started
     images["interpolation"] = torch.cat(strips) if strips else None
     return metrics, images
@@ -331,6 +351,7 @@ def latent_pairs(model, evaluator: Evaluator, seed: int) -> dict[str, tuple]:
     if model.has_encoder:
         cpu_generator = torch.Generator().manual_seed(seed + INTERP_SEED_OFFSET)
         index = torch.randperm(len(evaluator.eval_images), generator=cpu_generator)[: 2 * n]
-        z = model.encode(evaluator.eval_images[index.to(evaluator.eval_images.device)])
+        chosen = evaluator.eval_images[index.to(evaluator.eval_images.device)]
+        z = model.encode(model_batch(chosen, chosen.device))
         pairs["encoded"] = (z[: len(z) // 2], z[len(z) // 2 : 2 * (len(z) // 2)], "lerp")
     return pairs

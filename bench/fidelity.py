@@ -32,6 +32,7 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
 from . import domain, keys
+from .cache import atomic_save, default_cache_dir
 
 INCEPTION_EXTRACTOR = "inception-v3-compat"
 # the file name torch.hub.load_state_dict_from_url gives the download: the URL's last part
@@ -207,7 +208,7 @@ def real_domain_features(
     if features is None:
         features = domain.extract(classifier, real, batch_size, device).features
         path.parent.mkdir(parents=True, exist_ok=True)
-        domain.atomic_save({"features": features}, path)
+        atomic_save({"features": features}, path)
     return features
 
 
@@ -248,7 +249,7 @@ def kid_subset(requested: int, fake: torch.Tensor, real: torch.Tensor) -> int:
 
 
 def _cache_root(cache_dir: str | Path | None) -> Path:
-    return Path(cache_dir or domain.default_cache_dir()) / FIDELITY_CACHE_FOLDER
+    return Path(cache_dir or default_cache_dir()) / FIDELITY_CACHE_FOLDER
 
 
 def _weights_file(space: str, weights: str | Path | None) -> Path:

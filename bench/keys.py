@@ -48,6 +48,20 @@ Tags
     of one variant's search), trial (a trial's number), search_id (shared by a variant's parent
     run, its trials and its follow-up cells), mlflow.parentRunId (a trial's parent run: MLflow
     nests it there), best_trial and trials_failed (on a parent run once the best is chosen)
+    variant (the variant label again, on every cell run and search parent run: group the runs
+    table by it to put a variant's runs together), mlflow.note.content (the run's description in
+    Markdown: headline metrics, options, budget, where the report is; set when the cell finishes)
+
+Experiment tags
+    mlflow.experimentKind = custom_model_development (model training, not GenAI: the UI code
+    reads it where its sidebar switch is off; MLflow 3.17 goes by the switch), and
+    mlflow.sharedViewState.variants (the runs-table view bench ui links to: runs grouped by the
+    variant tag, headline metrics as columns)
+
+Dataset inputs (each cell run's Dataset column; bench/tracking.py dataset_inputs)
+    the training and the evaluation split, each named after the dataset, with the sha256 of its
+    uint8 images (first 12 hex digits) as digest, its source (folder or generator), its size as
+    profile, and input tags mlflow.data.context ("training" | "evaluation") and split
 
 Search parent runs (stage "search"; no cell, no training)
     params best.<name>    the chosen trial's value of every searched name the variant reads
@@ -62,6 +76,11 @@ Artifacts
                           only for variants with an encoder
     checkpoint/model.pt   {"model": state_dict, "optimizers": {...}, "config": ...};
                           load with torch.load(..., weights_only=True)
+
+Logged model (MLflow 3: a LoggedModel of the run, loadable as runs:/<run id>/model)
+    model                 pyfunc model from code (bench/served_model.py): generator.json,
+                          weights.pt, signature; predict({"n": 16}) -> samples in [0, 1],
+                          predict({"images": x}) -> reconstructions (variants with an encoder)
 """
 
 TRAIN_PREFIX = "train/"
@@ -82,8 +101,23 @@ TAG_STATUS = "status"
 TAG_FAILURE = "failure_reason"
 TAG_INCEPTION_SKIPPED = "inception_skipped"
 TAG_DEVICE = "device"
+# where the data came from and what was done to it (bench/data.py, bench/preprocess.py)
+TAG_DATA_SOURCE = "dataset.source"
+TAG_DATA_PREPROCESSING = "dataset.preprocessing"
+TAG_DATA_SPLIT_RULE = "dataset.split_rule"
+TAG_DATA_FINGERPRINT = "dataset.fingerprint"
+TAG_DOMAIN_TASK = "domain.task"  # what the domain network learned: classes or rotations
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_VERSION_PREFIX = "version."
+TAG_VARIANT = "variant"
+TAG_NOTE = "mlflow.note.content"
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
+TAG_SHARED_VIEW_PREFIX = "mlflow.sharedViewState."  # + a key: a view the UI opens by that key
+RUNS_VIEW = "variants"  # the key of the harness's runs-table view
+DATASET_TRAINING = "training"  # values of MLflow's mlflow.data.context input tag
+DATASET_EVALUATION = "evaluation"
+INPUT_TAG_SPLIT = "split"
 STATUS_FINISHED = "finished"
 STATUS_FAILED = "failed"
 
@@ -94,6 +128,7 @@ ARTIFACT_RECONSTRUCTIONS = "reconstructions.png"
 ARTIFACT_INTERPOLATION = "interpolation.png"
 ARTIFACT_CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "model.pt"
+ARTIFACT_MODEL = "model"
 
 
 def train_key(loss_name: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from . import keys
+from .data import ImageData
 
 PACKAGES = ("torch", "torchvision", "torch-fidelity", "mlflow", "vaegan-bench")
 
@@ -41,6 +42,17 @@ def device_name(device: torch.device) -> str:
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     cpu = platform.processor() or platform.machine()
     return f"{device.type} ({cpu}, {torch.get_num_threads()} threads)"
+
+
+def data_tags(data: ImageData, domain_task: str) -> dict[str, str]:
+    """Where the data came from, how it was preprocessed and split, and its content hash."""
+    return {
+        keys.TAG_DATA_SOURCE: data.source,
+        keys.TAG_DATA_PREPROCESSING: data.preprocessing.describe(),
+        keys.TAG_DATA_SPLIT_RULE: data.split_rule,
+        keys.TAG_DATA_FINGERPRINT: data.fingerprint,
+        keys.TAG_DOMAIN_TASK: domain_task,
+    }
 
 
 def tags(device: torch.device) -> dict[str, str]:

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import checkpoint, domain, keys, tracking
+from . import checkpoint, keys, tracking
+from .cache import default_cache_dir
 from .cell import (
     Executor,
     RunSettings,
@@ -112,7 +113,9 @@ def run_suite(
             what = f"a search of {len(cells)} trials, then the seeds of each variant's best,"
         echo(
             f"suite {suite.name}: {what} on {how}, {data.name} from {data.source} "
-            f"({len(data.train.images)} train / {len(data.eval.images)} eval images), "
+            f"({len(data.train.images)} train / {len(data.eval.images)} eval images"
+            + (f", {data.preprocessing.describe()}" if not data.preprocessing.is_identity else "")
+            + "), "
             f"tracking {client.tracking_uri}"
         )
         settings = RunSettings(
@@ -123,7 +126,7 @@ def run_suite(
             data_root=str(Path(data_root).resolve()) if data_root else None,
             checkpoint_root=str(checkpoint_root),
             rerun=rerun,
-            cache_dir=str(domain.default_cache_dir().resolve()),
+            cache_dir=str(default_cache_dir().resolve()),
         )
         context = build_context(settings, echo, progress, client=client, data=data)
         evaluator = context.evaluator

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import models
 
 from . import keys
+from .preprocess import Preprocessing
 
 # Bump when a change to the training or evaluation code makes old results incomparable.
 # 2: budgets count generator updates, per-variant optimizer settings, interpolation and mode
@@ -34,7 +35,11 @@ CODE_VERSION = "2"
 SAFE_LABEL = re.compile(r"[A-Za-z0-9_=+-][A-Za-z0-9_.=+-]*")  # also safe as a file name
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # suite names: folder names too, never ..
 
-DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic", "synthetic-rgb")
+DATASETS = (
+    "mnist", "fashion-mnist", "cifar10", "synthetic", "synthetic-rgb", "folder", "npz", "celeba",
+)  # fmt: skip
+# CelebA at 64x64: a 148x148 centre crop of the 178x218 aligned faces, then a resize (README)
+CELEBA_DEFAULTS = {"crop": 148, "image_size": 64}
 
 
 class SuiteError(ValueError):
@@ -46,8 +51,19 @@ class Strict(BaseModel):
 
 
 class DatasetConfig(Strict):
-    name: Literal["mnist", "fashion-mnist", "cifar10", "synthetic", "synthetic-rgb"]
-    root: str | None = Field(None, description="folder holding the dataset files")
+    name: Literal[DATASETS]
+    root: str | None = Field(
+        None, description="folder holding the dataset files (npz: the .npz file)"
+    )
+    crop: int | None = Field(None, gt=0, description="centre crop to N x N pixels first")
+    image_size: int | None = Field(None, gt=0, description="then resize to N x N pixels")
+    channels: Literal[1, 3] | None = Field(
+        None, description="then convert to 1 (greyscale) or 3 channels; image files: 3 by default"
+    )
+    eval_fraction: float = Field(
+        0.1, gt=0, lt=1, description="folder without train/ and test/: share held out for eval"
+    )
+    split_seed: int = Field(0, ge=0, description="seed of that held-out share")
     train_split: Literal["train", "test"] = "train"
     eval_split: Literal["train", "test"] = "test"
     train_limit: int | None = Field(
@@ -57,6 +73,26 @@ class DatasetConfig(Strict):
         None, gt=0, description="use a seeded class-stratified random subset of N evaluation images"
     )
     subset_seed: int = Field(0, ge=0, description="seed of the train_limit / eval_limit subsets")
+
+    @model_validator(mode="before")
+    @classmethod
+    def celeba_preprocessing(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") == "celeba":
+            return CELEBA_DEFAULTS | data
+        return data
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(self.crop, self.image_size, self.channels)
+
+    def load_options(self) -> dict[str, Any]:
+        """The keyword arguments of bench.data.load_dataset this configuration fixes, beyond the
+        name, root, splits and subsets."""
+        return {
+            "preprocessing": self.preprocessing,
+            "eval_fraction": self.eval_fraction,
+            "split_seed": self.split_seed,
+        }
 
     @model_validator(mode="after")
     def held_out_evaluation(self) -> DatasetConfig:
@@ -69,6 +105,8 @@ class DatasetConfig(Strict):
         return self
 
 
+# dataset fields added after cells existed: at their defaults they are not part of a cell's id
+IDENTITY_NEUTRAL_DEFAULTS = ("crop", "image_size", "channels", "eval_fraction", "split_seed")
 OPTIMIZER_FIELDS = ("lr_g", "lr_d", "betas", "n_critic")
 
 
@@ -275,7 +313,12 @@ class Cell:
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration that defines this cell (and its id)."""
-        dataset = self.dataset.model_dump(exclude={"root"})  # where the files live is not identity
+        # where the files live is not identity; fields at their defaults stay out, so that adding
+        # a field leaves the ids of existing cells as they were
+        dataset = self.dataset.model_dump(exclude={"root"})
+        for name in IDENTITY_NEUTRAL_DEFAULTS:
+            if dataset[name] == DatasetConfig.model_fields[name].default:
+                del dataset[name]
         compute = {}
         if self.compute != ComputeConfig():
             compute["compute"] = self.compute.model_dump()
@@ -365,9 +408,46 @@ def load_suite(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) ->
         variants(suite)
         if suite.search is not None:
             check_search(suite)
+        shape = declared_image_shape(suite.dataset)
+        if shape is not None:
+            check_image_shape(suite, shape)
     except SuiteError as err:
         raise SuiteError(f"{path}: {err}") from None
     return suite
+
+
+BUILTIN_SHAPES = {
+    "mnist": (1, 28, 28),
+    "fashion-mnist": (1, 28, 28),
+    "synthetic": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+    "synthetic-rgb": (3, 32, 32),
+}
+
+
+def declared_image_shape(dataset: DatasetConfig) -> tuple[int, int, int] | None:
+    """The images' shape when the suite alone fixes it (a known dataset, or a declared size and
+    channels); None when only the files can tell (a folder or an .npz without image_size)."""
+    base = BUILTIN_SHAPES.get(dataset.name)
+    size = dataset.image_size or dataset.crop or (base[1] if base else None)
+    channels = dataset.channels or (base[0] if base else None)
+    if channels is None and dataset.name in ("folder", "celeba"):
+        channels = 3  # image files are read as RGB unless told otherwise
+    if size is None or channels is None:
+        return None
+    return (channels, size, size)
+
+
+def check_image_shape(suite: Suite, shape: tuple[int, int, int]) -> None:
+    """Every variant's options work on images of this shape (the networks' sizes, a VAE-GAN's
+    dis_layer within the discriminator's depth), else SuiteError naming the variant."""
+    for variant in variants(suite):
+        cls = models.model_class(variant.model)
+        options = models.validate_options(variant.model, variant.options)
+        try:
+            cls.validate_image_shape(options, shape)
+        except models.ModelConfigError as err:
+            raise SuiteError(f"models, {variant.label}: {err}") from None
 
 
 def apply_override(raw: dict, override: str) -> None:

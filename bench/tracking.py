@@ -7,16 +7,35 @@ runs. `--tracking-uri` or MLFLOW_TRACKING_URI point elsewhere (a server, another
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+import numpy as np
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.filesystem_dataset_source import FileSystemDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
+from mlflow.types import Schema, TensorSpec
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from . import keys
 from .suite import Cell
+
+if TYPE_CHECKING:
+    from .data import ImageData
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MAX_BATCH = 900  # MLflow accepts at most 1000 metrics / 100 params per log_batch call
@@ -77,17 +96,66 @@ def _store_error(uri: str, err: Exception | str) -> TrackingError:
 
 
 def experiment_id(client: MlflowClient, suite_name: str, create: bool = True) -> str | None:
+    """The suite's experiment; with `create`, made when missing, and given (or brought up to
+    date with) the harness's experiment tags (`experiment_tags`)."""
     try:
         experiment = client.get_experiment_by_name(suite_name)
         if experiment is not None:
+            if create:  # an experiment made by an older harness, or a changed view
+                for key, value in experiment_tags().items():
+                    if experiment.tags.get(key) != value:
+                        client.set_experiment_tag(experiment.experiment_id, key, value)
             return experiment.experiment_id
         if not create:
             return None
         return client.create_experiment(
-            suite_name, artifact_location=_artifact_location(client.tracking_uri, suite_name)
+            suite_name,
+            artifact_location=_artifact_location(client.tracking_uri, suite_name),
+            tags=experiment_tags(),
         )
     except Exception as err:  # connection refused, unwritable file, bad URI
         raise _store_error(client.tracking_uri, err) from None
+
+
+def experiment_tags() -> dict[str, str]:
+    """Tags of every suite's experiment: its kind, model training (MLflow 3 UIs that read the tag
+    open it on the runs table rather than on the GenAI overview), and the runs-table view."""
+    return {
+        keys.TAG_EXPERIMENT_KIND: keys.EXPERIMENT_KIND_TRAINING,
+        keys.TAG_SHARED_VIEW_PREFIX + keys.RUNS_VIEW: runs_view(),
+    }
+
+
+def runs_view() -> str:
+    """The runs table as the harness suggests reading it, in the form of MLflow's UI "shared view
+    state" (JSON): runs grouped by variant (its seeds together, with their average), columns
+    the dataset and the headline metrics, newest first."""
+    columns = ["attributes.`Dataset`", *(f"metrics.`{key}`" for key, _ in HEADLINE_METRICS)]
+    view = {
+        "searchFilter": "",
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "modelVersionFilter": "All Runs",
+        "datasetsFilter": [],
+        "selectedColumns": columns,
+        "columnOrder": columns,
+        "groupBy": {
+            "aggregateFunction": "average",
+            "groupByKeys": [{"mode": "tag", "groupByData": keys.TAG_VARIANT}],
+        },
+    }
+    return json.dumps(view)
+
+
+def runs_view_url(base_url: str, experiment: str) -> str:
+    """The UI page of an experiment's runs table, in MLflow's "Model training" mode, with the
+    harness's view (`runs_view`)."""
+    return (
+        f"{base_url}/#/experiments/{experiment}/runs"
+        f"?workflowType=machine_learning&viewStateShareKey={keys.RUNS_VIEW}"
+    )
 
 
 def _artifact_location(uri: str, suite_name: str) -> str | None:
@@ -150,8 +218,14 @@ def last_logged_step(client: MlflowClient, run_id: str) -> int:
 
 
 def start_cell_run(
-    client: MlflowClient, experiment: str, cell: Cell, extra_tags: dict[str, str] | None = None
+    client: MlflowClient,
+    experiment: str,
+    cell: Cell,
+    extra_tags: dict[str, str] | None = None,
+    data: ImageData | None = None,
 ) -> str:
+    """A new run for the cell: its tags, its resolved configuration as params and, given the
+    data, its training and evaluation splits as dataset inputs."""
     tags = {
         **(extra_tags or {}),
         keys.TAG_STAGE: keys.STAGE_TRIAL if cell.trial is not None else keys.STAGE_FINAL,
@@ -161,6 +235,7 @@ def start_cell_run(
         keys.TAG_VARIANT_ID: cell.variant_id,
         keys.TAG_MODEL: cell.variant.model,
         keys.TAG_LABEL: cell.variant.label,
+        keys.TAG_VARIANT: cell.variant.label,
         keys.TAG_SEED: str(cell.seed),
     }
     if cell.trial is not None:
@@ -169,7 +244,117 @@ def start_cell_run(
     params = [Param(k, str(v)) for k, v in sorted(flatten(cell.config()).items())]
     for i in range(0, len(params), 90):
         client.log_batch(run.info.run_id, params=params[i : i + 90])
+    if data is not None:
+        client.log_inputs(run.info.run_id, datasets=dataset_inputs(data, cell))
     return run.info.run_id
+
+
+class ImageSplit(MetaDataset):
+    """One split of the suite's data as MLflow sees it: name, digest, source, schema and size
+    (the images themselves stay where they are)."""
+
+    def __init__(self, source, name: str, digest: str, schema: Schema, num_images: int):
+        self._num_images = num_images
+        super().__init__(source, name=name, digest=digest, schema=schema)
+
+    @property
+    def profile(self) -> dict:
+        return {"num_images": self._num_images}
+
+    def to_dict(self) -> dict[str, str]:
+        return super().to_dict() | {"profile": json.dumps(self.profile)}
+
+
+def split_digest(images) -> str:
+    """Content hash of one split: sha256 of its uint8 image tensor (N, C, H, W) as stored, first
+    12 hex digits (also how bench.evaluate names the evaluation split's cached statistics)."""
+    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:12]
+
+
+def dataset_source(source: str):
+    """Where the data came from: a folder (a file URI, resolved by MLflow's own source registry)
+    or the harness's generator of synthetic data."""
+    if source == "generated":
+        return CodeDatasetSource(tags={"generator": "bench.data.synthetic_split"})
+    uri = Path(source).expanduser().resolve().as_uri()
+    return resolve_dataset_source(uri, candidate_sources=[FileSystemDatasetSource])
+
+
+def dataset_inputs(data: ImageData, cell: Cell) -> list[DatasetInput]:
+    """The training and the evaluation split as MLflow dataset inputs: the dataset's name, the
+    split's digest and size, the source, the context ("training" / "evaluation", MLflow's
+    mlflow.data.context input tag) and the suite's split name (input tag "split")."""
+    source = dataset_source(data.source)
+    inputs = []
+    for context, split_name, split in (
+        (keys.DATASET_TRAINING, cell.dataset.train_split, data.train),
+        (keys.DATASET_EVALUATION, cell.dataset.eval_split, data.eval),
+    ):
+        specs = [TensorSpec(np.dtype(np.uint8), (-1, *split.images.shape[1:]), "images")]
+        if split.labels is not None:
+            specs.append(TensorSpec(np.dtype(np.int64), (-1,), "labels"))
+        dataset = ImageSplit(
+            source, data.name, split_digest(split.images), Schema(specs), len(split.images)
+        )
+        split_tags = [
+            InputTag(MLFLOW_DATASET_CONTEXT, context),
+            InputTag(keys.INPUT_TAG_SPLIT, split_name),
+        ]
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=split_tags))
+    return inputs
+
+
+def log_model(
+    client: MlflowClient,
+    run_id: str,
+    code_path: str,
+    artifacts: dict[str, str],
+    signature,
+    pip_requirements: list[str],
+    step: int,
+) -> None:
+    """Log a pyfunc model from code (`code_path` calls mlflow.models.set_model) as the run's
+    logged model `model`, loadable as runs:/<run id>/model; the run's metrics at `step` are
+    linked to it (MLflow's Models tab shows them)."""
+    experiment = client.get_run(run_id).info.experiment_id
+    logged = client.create_logged_model(experiment, name=keys.ARTIFACT_MODEL, source_run_id=run_id)
+    # Model.log writes through a client of the global tracking URI: make it this client's store
+    mlflow.set_tracking_uri(client.tracking_uri)
+    with _quiet_model_logging():
+        Model.log(
+            artifact_path=None,
+            name=keys.ARTIFACT_MODEL,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            model_id=logged.model_id,
+            step=step,
+            python_model=code_path,
+            artifacts=artifacts,
+            signature=signature,
+            pip_requirements=pip_requirements,
+        )
+
+
+@contextmanager
+def _quiet_model_logging() -> Iterator[None]:
+    """Without MLflow's chatter at every logged model: a progress bar per file it copies, the
+    advice to add an input example, and a note that pip is absent (uv environments have none)."""
+    progress_bar = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
+    previous_bar = os.environ.get(progress_bar)
+    environment_log = logging.getLogger("mlflow.utils.environment")
+    previous_level = environment_log.level
+    os.environ[progress_bar] = "false"
+    environment_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        environment_log.setLevel(previous_level)
+        if previous_bar is None:
+            os.environ.pop(progress_bar, None)
+        else:
+            os.environ[progress_bar] = previous_bar
 
 
 def log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], step: int = 0):
@@ -181,6 +366,80 @@ def log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], ste
 
 def set_tag(client: MlflowClient, run_id: str, key: str, value: str) -> None:
     client.set_tag(run_id, key, value[:4000])
+
+
+# The evaluation metrics a reader looks at first: in each run's note and as the columns of the
+# suggested runs-table view (RUNS_VIEW).
+HEADLINE_METRICS = (
+    (keys.fid_key("domain"), "FID, domain features (lower is better)"),
+    (keys.kid_key("domain"), "KID, domain features (lower is better)"),
+    (keys.precision_key("domain"), "precision, domain features"),
+    (keys.recall_key("domain"), "recall, domain features"),
+    (keys.fid_key("inception"), "FID, Inception features (lower is better)"),
+    (keys.RECON_MSE, "reconstruction MSE per pixel, [0, 1] scale (lower is better)"),
+    (keys.MODES_COVERED, "classes covered by the samples"),
+    (keys.CLASS_KL, "KL divergence, real vs generated class shares (lower is better)"),
+)
+SUMMARY_METRICS = (  # the note's first line (MLflow shows a note's first lines on a run's page)
+    keys.fid_key("domain"),
+    keys.precision_key("domain"),
+    keys.recall_key("domain"),
+    keys.RECON_MSE,
+)
+
+
+def format_value(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def run_note(cell: Cell, run_id: str, metrics: dict[str, float]) -> str:
+    """The run's description (MLflow's note, Markdown): its headline metrics, what the cell is,
+    where to compare it with the suite's other variants and how to sample from it."""
+    options = ", ".join(f"{k}={v}" for k, v in sorted(cell.variant.options.items())) or "defaults"
+    optimizer = ", ".join(f"{k}={v}" for k, v in sorted(cell.variant.optimizer.items()))
+    budget = cell.budget
+    unit = "generator updates" if budget.parity == "generator_updates" else "batches"
+    length = f"{budget.steps} {unit}" if budget.steps else f"{budget.epochs} epochs ({unit})"
+    done = [
+        f"{format_value(metrics[key])} {what}"
+        for key, what in ((keys.GENERATOR_UPDATES, "generator updates"),
+                          (keys.TRAIN_SECONDS, "s of training"))
+        if key in metrics
+    ]  # fmt: skip
+    summary = ", ".join(f"{k} {format_value(metrics[k])}" for k in SUMMARY_METRICS if k in metrics)
+    rows = [
+        f"| {description} | `{key}` | {format_value(metrics[key])} |"
+        for key, description in HEADLINE_METRICS
+        if key in metrics
+    ]
+    lines = [
+        f"**{cell.variant.label}**, seed {cell.seed}: {summary}",
+        "",
+        f"Model `{cell.variant.model}` of suite `{cell.suite}` (cell `{cell.id}`). Compare it "
+        f"with the other variants, over seeds, in `reports/{cell.suite}/report.html` "
+        f"(`uv run bench report {cell.suite}`).",
+        "",
+        "| headline metric | key | value |",
+        "|---|---|---|",
+        *rows,
+        "",
+        f"- options: {options}",
+        f"- optimizer: {optimizer}",
+        f"- budget: {length}, batch {budget.batch_size}, latent {budget.latent_dim}, "
+        f"width {budget.width}" + (f"; done: {', '.join(done)}" if done else ""),
+        f"- data: `{cell.dataset.name}`, {cell.dataset.train_split} split for training, "
+        f"{cell.dataset.eval_split} split for evaluation (the run's datasets)",
+        "",
+        "Domain features come from the harness's own classifier of this dataset: those scores "
+        "are not Inception scores.",
+        "",
+        f'Samples: `mlflow.pyfunc.load_model("runs:/{run_id}/model").predict({{"n": 16}})`.',
+    ]
+    return "\n".join(lines)
+
+
+def set_note(client: MlflowClient, run_id: str, text: str) -> None:
+    client.set_tag(run_id, keys.TAG_NOTE, text)
 
 
 def finish(client: MlflowClient, run_id: str) -> None:
@@ -239,6 +498,7 @@ def search_parent_run(
     tags = {
         keys.TAG_SUITE: suite,
         keys.TAG_LABEL: label,
+        keys.TAG_VARIANT: label,
         keys.TAG_STAGE: keys.STAGE_SEARCH,
         keys.TAG_SEARCH_ID: search_id,
     }

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .data import model_batch
 from .suite import SuiteError
 
 
@@ -98,7 +99,8 @@ class ShuffledBatches:
             self._new_epoch()
         i = self.position * self.batch_size
         self.position += 1
-        return self.images[self.order[i : i + self.batch_size]]
+        # uint8 storage (a quarter of float32's memory) is converted one batch at a time
+        return model_batch(self.images[self.order[i : i + self.batch_size]], self.images.device)
 
     def _new_epoch(self) -> None:
         self.epoch_start = self.generator.get_state()
@@ -228,7 +230,8 @@ def train(
     precision: str = "fp32",
     calls_per_step: int = 1,
 ) -> TrainResult:
-    """Run `num_steps` train steps of `model` on `images` (float, model range, on the device).
+    """Run `num_steps` train steps of `model` on `images` (on the device: uint8, converted per
+    batch, or float in the model range).
 
     Every `log_every` steps (and at the end) the mean of each loss over the window is passed to
     `log_losses(step, means)`; a non-finite mean, weight or buffer raises Diverged. `periodic =

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import tracking
+from . import keys, tracking
 from .tracking import TrackingError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -55,6 +55,16 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+def suite_links(tracking_uri: str | None, base_url: str) -> list[tuple[str, str]]:
+    """(suite, link) for every suite's experiment in the store: its runs table in MLflow's
+    "Model training" mode with the harness's view. MLflow 3's UI otherwise opens an experiment
+    on its GenAI overview until "Model training" is chosen once in the browser."""
+    client = tracking.connect(tracking_uri)
+    kind = f"tags.`{keys.TAG_EXPERIMENT_KIND}` = '{keys.EXPERIMENT_KIND_TRAINING}'"
+    experiments = client.search_experiments(filter_string=kind, order_by=["name ASC"])
+    return [(e.name, tracking.runs_view_url(base_url, e.experiment_id)) for e in experiments]
+
+
 def url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
@@ -66,6 +76,8 @@ def serve(tracking_uri: str | None, host: str, port: int, echo=print) -> int:
     command = server_command(tracking_uri, host, port)
     check_port_free(host, port)
     echo(f"MLflow UI for {tracking.resolve_uri(tracking_uri)} at {url(host, port)} (Ctrl-C stops)")
+    for name, link in suite_links(tracking_uri, url(host, port)):
+        echo(f"  {name}: {link}")
     environment = dict(os.environ)
     # MLflow's job runner (GenAI scorers, prompt optimisation; about eight processes) serves
     # nothing a benchmark logs; without it the UI starts faster and idles lighter.

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .registry import Hparams, ModelOptions
+from .networks import check_image_shape
+from .registry import Hparams, ModelConfigError, ModelOptions
 
 
 class GenerativeModel(nn.Module):
@@ -31,7 +32,18 @@ class GenerativeModel(nn.Module):
         """Whether these options train a critic n_critic times per generator update."""
         return False
 
+    @classmethod
+    def validate_image_shape(cls, options: ModelOptions, image_shape) -> None:
+        """Raise ModelConfigError (one line) if these options cannot work on images of this
+        shape: the shared networks' sizes, and options whose range depends on the size (a
+        VAE-GAN's dis_layer). Cheap (builds nothing), so a suite can check before training."""
+        try:
+            check_image_shape(tuple(image_shape))
+        except ValueError as err:
+            raise ModelConfigError(f"model {cls.registry_name!r}: {err}") from None
+
     def __init__(self, options: ModelOptions, image_shape, hparams: Hparams, device):
+        type(self).validate_image_shape(options, image_shape)
         super().__init__()
         self.options = options
         self.image_shape = tuple(image_shape)

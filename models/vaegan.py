@@ -47,8 +47,8 @@ from .losses import (
     wgan_critic_loss,
     wgan_generator_loss,
 )
-from .networks import Decoder, Discriminator, Encoder, init_weights
-from .registry import ModelOptions, register
+from .networks import Decoder, Discriminator, Encoder, depth, init_weights
+from .registry import ModelConfigError, ModelOptions, register
 
 
 @register("vaegan")
@@ -59,7 +59,12 @@ class VaeGan(GenerativeModel):
         )
         adversarial: Literal["bce", "wgan-gp"] = Field("bce", description="adversarial loss")
         gamma: float = Field(1e-2, ge=0, description="weight of L_llike in the decoder's loss")
-        dis_layer: int = Field(3, ge=1, le=3, description="l of Dis_l: conv block 1..3")
+        dis_layer: int = Field(
+            3,
+            ge=1,
+            description="l of Dis_l: conv block 1..depth (3 blocks at 28 and 32 pixels, 4 at 64, "
+            "5 at 128; `bench models` lists them)",
+        )
         kl_weight: float = Field(1.0, ge=0, description="weight of L_prior in the encoder's loss")
         pixel_sigma: float = Field(
             0.2, gt=0, description="std of the pixel likelihood (recon: pixel), [-1, 1] units"
@@ -77,6 +82,19 @@ class VaeGan(GenerativeModel):
     @classmethod
     def uses_critic_steps(cls, options) -> bool:
         return options.adversarial == "wgan-gp"
+
+    @classmethod
+    def validate_image_shape(cls, options, image_shape) -> None:
+        """dis_layer's upper bound is the discriminator's depth, which grows with the image size,
+        so only here (with the image shape) can it be checked."""
+        super().validate_image_shape(options, image_shape)
+        size = image_shape[1]
+        blocks = depth(size)
+        if options.dis_layer > blocks:
+            raise ModelConfigError(
+                f"model {cls.registry_name!r}: dis_layer {options.dis_layer} does not exist for "
+                f"{size}x{size} images: the discriminator has {blocks} conv blocks (1..{blocks})"
+            )
 
     def __init__(self, options, image_shape, hparams, device):
         super().__init__(options, image_shape, hparams, device)

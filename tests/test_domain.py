@@ -11,7 +11,7 @@ import torch
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
-from bench import domain, fidelity, keys
+from bench import cache, domain, fidelity, keys
 from bench.data import load_dataset
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -62,8 +62,8 @@ def test_second_call_loads_the_cache_instead_of_training(synthetic, trained, mon
 
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv(domain.ENV_CACHE_DIR, str(tmp_path))
-    assert domain.default_cache_dir() == tmp_path
+    monkeypatch.setenv(cache.ENV_CACHE_DIR, str(tmp_path))
+    assert cache.default_cache_dir() == tmp_path
     assert domain.cache_path("mnist", "abc") == tmp_path / "domain-mnist-abc-v1.pt"
 
 

@@ -1,7 +1,8 @@
 """Tests of models/: every variant trains and samples, gradients reach only the network whose loss
 they come from, the losses match their closed forms, and the registry and checkpoints behave.
 
-Everything runs on CPU with tiny networks (latent 8, width 8, batch 8, 28x28x1)."""
+Everything runs on CPU with tiny networks (latent 8, width 8, batch 8, 28x28x1); the size tests
+(section 9) build every variant at every supported image size with 1 and 3 channels, batch 4."""
 
 from __future__ import annotations
 
@@ -20,6 +21,14 @@ from models.losses import (
     kl_to_standard_normal,
     neg_log_d,
     neg_log_one_minus_d,
+)
+from models.networks import (
+    SUPPORTED_SIZES,
+    Decoder,
+    Discriminator,
+    Encoder,
+    depth,
+    discriminator_layers,
 )
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -595,7 +604,7 @@ def test_unknown_model_lists_registered_names():
     ("name", "options", "field"),
     [
         ("vaegan", {"recon": "pixels"}, "recon"),
-        ("vaegan", {"dis_layer": 4}, "dis_layer"),
+        ("vaegan", {"dis_layer": 0}, "dis_layer"),
         ("vaegan", {"gamma": -1.0}, "gamma"),
         ("vaegan", {"discriminator_layer": 2}, "discriminator_layer"),
         ("dcgan", {"loss": "hinge"}, "loss"),
@@ -763,3 +772,216 @@ def test_decoder_statistics_are_those_of_the_calibration_latents_then_restored(n
     for a, b in zip(before, after, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.allclose(inside, model.decode(latents[0]))  # the statistics mattered
+
+
+# --- 9. networks at every supported size ----------------------------------------------------------
+
+SIZES = SUPPORTED_SIZES
+SIZE_BATCH = 4
+
+# Today's 28 and 32 pixel networks, pinned: their checkpoints and logged results must stay valid,
+# so the same state-dict keys in the same order and the same parameter counts.
+ENCODER_KEYS = [
+    "trunk.0.0.weight",
+    "trunk.0.0.bias",
+    *(
+        f"trunk.{i}.{k}"
+        for i in (1, 2)
+        for k in (
+            "0.weight",
+            "1.weight",
+            "1.bias",
+            "1.running_mean",
+            "1.running_var",
+            "1.num_batches_tracked",
+        )
+    ),
+    "head.weight",
+    "head.bias",
+]
+DISCRIMINATOR_KEYS = [key.replace("trunk.", "blocks.") for key in ENCODER_KEYS]
+CRITIC_KEYS = [f"blocks.{i}.0.{k}" for i in (0, 1, 2) for k in ("weight", "bias")] + [
+    "head.weight",
+    "head.bias",
+]
+NORM_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+DECODER_KEYS = [
+    "project.0.weight",
+    *(f"project.1.{k}" for k in NORM_KEYS),
+    "upsample.0.weight",
+    *(f"upsample.1.{k}" for k in NORM_KEYS),
+    "upsample.3.weight",
+    *(f"upsample.4.{k}" for k in NORM_KEYS),
+    "upsample.6.weight",
+    "upsample.6.bias",
+]
+# (size, channels, width, latent) -> parameters of encoder, decoder, discriminator, critic
+PINNED_PARAMETER_COUNTS = {
+    (28, 1, 8, 8): (15096, 11953, 7401, 7353),
+    (28, 3, 8, 8): (15352, 12211, 7657, 7609),
+    (32, 1, 8, 8): (18680, 15537, 10985, 10937),
+    (32, 3, 8, 8): (18936, 15795, 11241, 11193),
+    (28, 1, 64, 64): (952256, 697729, 431937, 431553),
+    (28, 3, 64, 64): (954304, 699779, 433985, 433601),
+    (32, 1, 64, 64): (1181632, 927105, 661313, 660929),
+    (32, 3, 64, 64): (1183680, 929155, 663361, 662977),
+}
+
+
+def count(net):
+    return sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize(
+    ("size", "channels", "width", "latent"),
+    list(PINNED_PARAMETER_COUNTS),
+    ids=[f"{s}x{s}x{c}-w{w}" for s, c, w, _ in PINNED_PARAMETER_COUNTS],
+)
+def test_28_and_32_pixel_networks_are_unchanged(size, channels, width, latent):
+    shape = (channels, size, size)
+    nets = (
+        Encoder(shape, latent, width),
+        Decoder(shape, latent, width),
+        Discriminator(shape, width),
+        Discriminator(shape, width, batch_norm=False),
+    )
+    assert tuple(map(count, nets)) == PINNED_PARAMETER_COUNTS[size, channels, width, latent]
+    for net, keys in zip(
+        nets, (ENCODER_KEYS, DECODER_KEYS, DISCRIMINATOR_KEYS, CRITIC_KEYS), strict=True
+    ):
+        assert list(net.state_dict()) == keys
+    assert nets[2].num_layers == nets[3].num_layers == 3
+
+
+def test_depth_and_layer_shapes_follow_the_size():
+    assert SIZES == (28, 32, 64, 128)
+    assert [depth(size) for size in SIZES] == [3, 3, 4, 5]
+    w = 64
+    assert discriminator_layers((1, 28, 28), w) == [(64, 14, 14), (128, 7, 7), (256, 4, 4)]
+    assert discriminator_layers((3, 32, 32), w) == [(64, 16, 16), (128, 8, 8), (256, 4, 4)]
+    assert discriminator_layers((3, 64, 64), w) == [
+        (64, 32, 32),
+        (128, 16, 16),
+        (256, 8, 8),
+        (512, 4, 4),
+    ]
+    # channels double per block and stop at 8 * width
+    assert discriminator_layers((3, 128, 128), w) == [
+        (64, 64, 64),
+        (128, 32, 32),
+        (256, 16, 16),
+        (512, 8, 8),
+        (512, 4, 4),
+    ]
+    assert discriminator_layers((1, 128, 128), 8)[-1] == (64, 4, 4)
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 16), (3, 48, 48), (3, 256, 256), (3, 64, 32)])
+def test_unsupported_image_shapes_are_rejected_in_one_line(shape):
+    for net in (
+        lambda: Encoder(shape, LATENT, 8),
+        lambda: Decoder(shape, LATENT, 8),
+        lambda: Discriminator(shape, 8),
+    ):
+        with pytest.raises(ValueError, match="not supported"):
+            net()
+    hparams = models.Hparams(latent_dim=LATENT, width=8)
+    with pytest.raises(models.ModelConfigError) as info:
+        models.build("vae", {}, shape, hparams)
+    assert "28, 32, 64 or 128" in str(info.value) and "\n" not in str(info.value)
+
+
+def make_sized(name, options, image_shape, seed=0):
+    """A tiny model at any image shape; n_critic 1, so one train_step updates every network."""
+    torch.manual_seed(seed)
+    hparams = models.Hparams(latent_dim=LATENT, width=8, n_critic=1)
+    return models.build(name, options, image_shape, hparams, device="cpu")
+
+
+def sized_images(image_shape, seed=0, n=SIZE_BATCH):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, *image_shape, generator=gen) * 2 - 1
+
+
+@pytest.mark.parametrize(("name", "options"), VARIANTS)
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", SIZES)
+def test_every_variant_at_every_size(size, channels, name, options):
+    shape = (channels, size, size)
+    model = make_sized(name, options, shape)
+    x = sized_images(shape)
+    with torch.no_grad():
+        if model.has_encoder:
+            mu, logvar = model.encoder(x)
+            assert mu.shape == logvar.shape == (SIZE_BATCH, LATENT)
+        if model.has_discriminator:
+            dis = model.discriminator
+            assert dis.num_layers == depth(size)
+            assert dis(x).shape == (SIZE_BATCH,)
+            for layer, layer_shape in enumerate(discriminator_layers(shape, 8), 1):
+                assert dis.features(x, layer).shape == (SIZE_BATCH, *layer_shape)
+            with pytest.raises(ValueError):
+                dis.features(x, dis.num_layers + 1)
+        generated = model.decoder(torch.randn(SIZE_BATCH, LATENT))
+        assert generated.shape == (SIZE_BATCH, *shape)
+    before = snapshot(model)
+    logs = model.train_step(x)
+    assert logs
+    for key, value in logs.items():
+        assert value.dim() == 0 and torch.isfinite(value), f"{key} = {value}"
+    for net in networks(model):
+        assert changed(model, before, net), f"{net} not updated at {size}x{size}x{channels}"
+    samples = model.sample(3)
+    assert samples.shape == (3, *shape)
+    assert torch.isfinite(samples).all() and samples.abs().max() <= 1
+    if model.has_encoder:
+        assert model.encode(x).shape == (SIZE_BATCH, LATENT)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dis_layer_beyond_the_depth_is_rejected_in_one_line(size):
+    blocks = depth(size)
+    shape = (3, size, size)
+    options = models.validate_options("vaegan", {"dis_layer": blocks + 1})
+    expected = (
+        f"dis_layer {blocks + 1} does not exist for {size}x{size} images: the discriminator has "
+        f"{blocks} conv blocks (1..{blocks})"
+    )
+    # without building anything (what a suite can check before training) and when building
+    with pytest.raises(models.ModelConfigError) as checked:
+        models.model_class("vaegan").validate_image_shape(options, shape)
+    with pytest.raises(models.ModelConfigError) as built:
+        make_sized("vaegan", {"dis_layer": blocks + 1}, shape)
+    for info in (checked, built):
+        message = str(info.value)
+        assert expected in message and "vaegan" in message and "\n" not in message
+    # the deepest layer that exists is accepted
+    assert make_sized("vaegan", {"dis_layer": blocks}, shape).options.dis_layer == blocks
+
+
+def test_dis_layer_message_at_64():
+    with pytest.raises(models.ModelConfigError) as info:
+        make_sized("vaegan", {"dis_layer": 5}, (3, 64, 64))
+    assert str(info.value).endswith(
+        "dis_layer 5 does not exist for 64x64 images: the discriminator has 4 conv blocks (1..4)"
+    )
+
+
+@pytest.mark.parametrize("adversarial", ["bce", "wgan-gp"])
+@pytest.mark.parametrize("layer", [1, 2, 3, 4])
+def test_every_dis_layer_trains_vaegan_disfeat_at_64(layer, adversarial):
+    shape = (3, 64, 64)
+    options = {"recon": "disfeat", "adversarial": adversarial, "dis_layer": layer}
+    model = make_sized("vaegan", options, shape)
+    x = sized_images(shape)
+    with torch.no_grad():
+        tilde_features, target = model.feature_pair(sized_images(shape, seed=1), x)
+    layer_shape = discriminator_layers(shape, 8)[layer - 1]
+    assert tilde_features.shape == target.shape == (SIZE_BATCH, *layer_shape)
+    before = snapshot(model)
+    logs = model.train_step(x)
+    for key, value in logs.items():
+        assert torch.isfinite(value), f"{key} = {value}"
+    assert logs["llike"] > 0
+    for net in NETWORKS:
+        assert changed(model, before, net)
