@@ -396,6 +396,42 @@ def ui(port, host, tracking_uri):
     sys.exit(serve(tracking_uri, host, port, echo=click.echo))
 
 
+@main.command(name="images")
+@click.argument("dataset", type=click.Choice(DATASETS))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--flat", is_flag=True, help="No class subfolders: an unlabelled folder.")
+@click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Seeded subset.")
+@click.option("--eval-limit", type=click.IntRange(min=1), default=None, help="Seeded subset.")
+@click.option("--crop", type=click.IntRange(min=1), default=None, help="Centre crop to N x N.")
+@click.option("--image-size", type=click.IntRange(min=1), default=None, help="Resize to N x N.")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Channels.")
+@click.option("--data-root", default=None, help="Where the dataset's files are.")
+@user_errors
+def images(dataset, out, flat, train_limit, eval_limit, crop, image_size, channels, data_root):
+    """Write a dataset's train and test splits as PNG files under OUT/train and OUT/test (one
+    subfolder per class, or flat): a folder `dataset: {name: folder}` reads back, e.g. a 64x64
+    RGB folder for suites/folder64_smoke.yaml."""
+    from .data import load_dataset
+    from .image_files import write_folder
+    from .preprocess import Preprocessing
+
+    preprocessing = Preprocessing(crop, image_size, int(channels) if channels else None)
+    data = load_dataset(
+        dataset,
+        cli_root=data_root,
+        train_limit=train_limit,
+        eval_limit=eval_limit,
+        preprocessing=preprocessing,
+    )
+    folder = Path(out)
+    if folder.exists() and any(folder.iterdir()):
+        raise SuiteError(f"{folder} is not empty; give a new or empty folder")
+    for name, split in (("train", data.train), ("test", data.eval)):
+        labels = None if flat else split.labels
+        count = write_folder(folder / name, split.images, labels)
+        click.echo(f"wrote {count} images of {data.image_shape} to {folder / name}")
+
+
 @main.command()
 @click.argument("real", type=click.Path())
 @click.argument("fake", type=click.Path())

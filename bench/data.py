@@ -259,7 +259,7 @@ def _load_files(
         raise DatasetNotFound(
             f"dataset {name!r} needs its location: set dataset.root (or --data-root) to {what}"
         )
-    path = Path(root).expanduser()
+    path = Path(root).expanduser().resolve()  # provenance names the folder, not a relative path
     if name == "npz":
         train = image_files.read_npz(path, train_split, preprocessing)
         evaluation = image_files.read_npz(path, eval_split, preprocessing)

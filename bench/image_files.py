@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torchvision.datasets.folder import find_classes, make_dataset
-from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.io import ImageReadMode, decode_image, read_file, write_png
 from tqdm import tqdm
 
 from .cache import atomic_save, default_cache_dir
@@ -268,3 +268,23 @@ def apply_in_chunks(preprocessing: Preprocessing, images: torch.Tensor, chunk: i
         return torch.cat([preprocessing.apply(part) for part in images.split(chunk)])
     except ValueError as err:
         raise ImageFileError(str(err)) from None
+
+
+def write_folder(
+    folder: Path,
+    images: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    class_names: list[str] | None = None,
+) -> int:
+    """Write uint8 (N, C, H, W) images as numbered PNG files: flat, or (with labels) in one
+    subfolder per class, named `class_names[c]` or the class number. The numbering keeps the
+    order, so reading the folder back gives the images in class order, then file order."""
+    width = max(5, len(str(len(images))))
+    for i, image in enumerate(images):
+        target = folder
+        if labels is not None:
+            label = int(labels[i])
+            target = folder / (class_names[label] if class_names else f"{label:02d}")
+        target.mkdir(parents=True, exist_ok=True)
+        write_png(image.cpu(), str(target / f"{i:0{width}d}.png"))
+    return len(images)

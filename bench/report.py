@@ -1003,8 +1003,19 @@ def provenance(runs: list[Run], cells: pd.DataFrame) -> list[tuple[str, str]]:
         or NOT_RECORDED
     )
     seeds = sorted(set(cells["seed"]))
+    # recorded by runs since datasets took preprocessing and image folders (older runs lack them)
+    data_rows = [
+        (what, tag(key))
+        for what, key in (
+            ("Data source", keys.TAG_DATA_SOURCE),
+            ("Preprocessing", keys.TAG_DATA_PREPROCESSING),
+            ("Splits", keys.TAG_DATA_SPLIT_RULE),
+        )
+        if _given(tag(key))
+    ]
     return [
         ("Dataset", param("dataset.name")),
+        *data_rows,
         ("Training split", dataset_split("train_split", "train_limit")),
         ("Evaluation split", dataset_split("eval_split", "eval_limit")),
         ("Budget", budget_text(param)),
@@ -1073,9 +1084,18 @@ def feature_spaces(runs: list[Run]) -> str:
     accuracies = sorted({round(a, 4) for a in accuracies if a is not None})
     if any(keys.fid_key("domain") in run.data.metrics for run in runs):
         accuracy = ", ".join(f"{a:.4f}" for a in accuracies) or NOT_RECORDED
+        if any(run.data.tags.get(keys.TAG_DOMAIN_TASK) == "rotation" for run in runs):
+            learned = (
+                "network trained to predict the rotation (0/90/180/270 degrees) of the "
+                f"dataset's unlabelled train images (rotation accuracy {accuracy})"
+            )
+        else:
+            learned = (
+                "classifier trained on the dataset's labelled train split "
+                f"(test accuracy {accuracy})"
+            )
         parts.append(
-            "domain: features of the harness's own classifier trained on the dataset's "
-            f"labelled train split (test accuracy {accuracy}); not comparable to Inception FIDs"
+            f"domain: features of the harness's own {learned}; not comparable to Inception FIDs"
         )
     if any(keys.fid_key("inception") in run.data.metrics for run in runs):
         parts.append("Inception: standard Inception-v3 pool features (torch-fidelity)")

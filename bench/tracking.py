@@ -341,16 +341,19 @@ def _quiet_model_logging() -> Iterator[None]:
     advice to add an input example, and a note that pip is absent (uv environments have none)."""
     progress_bar = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
     previous_bar = os.environ.get(progress_bar)
-    environment_log = logging.getLogger("mlflow.utils.environment")
-    previous_level = environment_log.level
+    # the environment notes, and uv_utils' "Detected uv project ... Copied uv.lock" lines
+    chatty = [logging.getLogger(f"mlflow.utils.{name}") for name in ("environment", "uv_utils")]
+    previous_levels = [log.level for log in chatty]
     os.environ[progress_bar] = "false"
-    environment_log.setLevel(logging.ERROR)
+    for log in chatty:
+        log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             yield
     finally:
-        environment_log.setLevel(previous_level)
+        for log, level in zip(chatty, previous_levels, strict=True):
+            log.setLevel(level)
         if previous_bar is None:
             os.environ.pop(progress_bar, None)
         else:
