@@ -390,3 +390,18 @@ def test_a_flat_64_pixel_folder_trains_every_variant_without_labels(tmp_path, tr
         assert keys.fid_key("domain") in run.data.metrics
         assert keys.MODES_COVERED not in run.data.metrics
         assert keys.CLASS_KL not in run.data.metrics
+
+
+def test_bench_images_writes_a_folder_that_reads_back_as_the_dataset(tmp_path):
+    out = tmp_path / "tree"
+    result = CliRunner().invoke(
+        main, ["images", "synthetic", str(out), "--train-limit", "40", "--eval-limit", "20"]
+    )
+    assert result.exit_code == 0, result.output
+    reference = load_dataset("synthetic", train_limit=40, eval_limit=20)
+    data = load_dataset("folder", root=out, preprocessing=Preprocessing(channels=1))
+    for mine, theirs in ((data.train, reference.train), (data.eval, reference.eval)):
+        images, labels = by_class(theirs.images, theirs.labels)
+        assert torch.equal(mine.images, images) and torch.equal(mine.labels, labels)
+    again = CliRunner().invoke(main, ["images", "synthetic", str(out)])
+    assert again.exit_code == 2 and "not empty" in again.stderr
