@@ -263,14 +263,8 @@ def _load_files(
     if name == "npz":
         train = image_files.read_npz(path, train_split, preprocessing)
         evaluation = image_files.read_npz(path, eval_split, preprocessing)
-        return ImageData(
-            name,
-            Split(train.images, train.labels),
-            Split(evaluation.images, evaluation.labels),
-            str(path),
-            preprocessing,
-            "the file's x_train and x_test arrays",
-        )
+        rule = f"the file's x_{train_split} and x_{eval_split} arrays"
+        return _file_data(name, train, evaluation, path, preprocessing, rule)
     if not path.is_dir():
         raise DatasetNotFound(f"image folder {path} does not exist; check dataset.root")
     if image_files.has_split_folders(path):
@@ -296,6 +290,17 @@ def _load_files(
             f"(seed {split_seed}{', class-stratified' if pool.labels is not None else ''}) held "
             "out for evaluation"
         )
+    return _file_data(name, train, evaluation, path, preprocessing, rule)
+
+
+def _file_data(
+    name: str,
+    train: image_files.Decoded,
+    evaluation: image_files.Decoded,
+    path: Path,
+    preprocessing: Preprocessing,
+    rule: str,
+) -> ImageData:
     return ImageData(
         name,
         Split(train.images, train.labels),

@@ -211,15 +211,19 @@ def _size(image: torch.Tensor) -> str:
     return f"{image.shape[-1]}x{image.shape[-2]}"
 
 
-def read_npz(path: Path, split: str, preprocessing: Preprocessing) -> Decoded:
-    """Arrays x_<split> (uint8 images) and, when present, y_<split> (classes) of an .npz file."""
+def open_npz(path: Path):
+    """np.load of an .npz (no pickled objects), or ImageFileError saying why not."""
     if not path.is_file():
-        raise ImageFileError(f"npz file {path} does not exist; check dataset.root")
+        raise ImageFileError(f"npz file {path} does not exist; check the path")
     try:
-        arrays = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise ImageFileError(f"{path}: not a readable .npz file ({err})") from None
-    with arrays:
+
+
+def read_npz(path: Path, split: str, preprocessing: Preprocessing) -> Decoded:
+    """Arrays x_<split> (uint8 images) and, when present, y_<split> (classes) of an .npz file."""
+    with open_npz(path) as arrays:
         name = f"x_{split}"
         if name not in arrays.files:
             raise ImageFileError(

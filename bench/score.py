@@ -32,6 +32,7 @@ from .image_files import (
     decoded,
     images_from_array,
     list_folder,
+    open_npz,
 )
 from .preprocess import Preprocessing
 
@@ -57,13 +58,7 @@ def read_image_set(
 
 
 def _read_npz_set(path: Path, preprocessing: Preprocessing) -> Decoded:
-    if not path.is_file():
-        raise ImageFileError(f"npz file {path} does not exist")
-    try:
-        arrays = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise ImageFileError(f"{path}: not a readable .npz file ({err})") from None
-    with arrays:
+    with open_npz(path) as arrays:
         names = [n for n in NPZ_ARRAYS if n in arrays.files]
         if not names and len(arrays.files) == 1:
             names = arrays.files
