@@ -13,7 +13,6 @@ suites and runs) and held by the Evaluator for every cell of the suite.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -57,16 +56,11 @@ class Evaluator:
             spaces.append("inception")
         return spaces
 
-    @cached_property
-    def eval_digest(self) -> str:
-        """Content hash of the evaluation images, computed once per suite (not per cell)."""
-        return hashlib.sha256(self.data.eval.images.numpy().tobytes()).hexdigest()[:12]
-
     def real_cache_name(self, space: str) -> str:
         """Identifies the real statistics: dataset, split, exact images, extractor."""
         extractor = self.classifier_path.stem if space == "domain" else "inception-v3-compat"
         tag = self.data.cache_tag
-        return f"{tag}-{len(self.data.eval.images)}-{self.eval_digest}-{extractor}"
+        return f"{tag}-{len(self.data.eval.images)}-{self.data.eval.digest}-{extractor}"
 
     @property
     def has_classes(self) -> bool:

@@ -7,7 +7,6 @@ runs. `--tracking-uri` or MLFLOW_TRACKING_URI point elsewhere (a server, another
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -265,12 +264,6 @@ class ImageSplit(MetaDataset):
         return super().to_dict() | {"profile": json.dumps(self.profile)}
 
 
-def split_digest(images) -> str:
-    """Content hash of one split: sha256 of its uint8 image tensor (N, C, H, W) as stored, first
-    12 hex digits (also how bench.evaluate names the evaluation split's cached statistics)."""
-    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:12]
-
-
 def dataset_source(source: str):
     """Where the data came from: a folder (a file URI, resolved by MLflow's own source registry)
     or the harness's generator of synthetic data."""
@@ -293,9 +286,7 @@ def dataset_inputs(data: ImageData, cell: Cell) -> list[DatasetInput]:
         specs = [TensorSpec(np.dtype(np.uint8), (-1, *split.images.shape[1:]), "images")]
         if split.labels is not None:
             specs.append(TensorSpec(np.dtype(np.int64), (-1,), "labels"))
-        dataset = ImageSplit(
-            source, data.name, split_digest(split.images), Schema(specs), len(split.images)
-        )
+        dataset = ImageSplit(source, data.name, split.digest, Schema(specs), len(split.images))
         split_tags = [
             InputTag(MLFLOW_DATASET_CONTEXT, context),
             InputTag(keys.INPUT_TAG_SPLIT, split_name),
