@@ -124,6 +124,7 @@ def test_parallel_lost_worker_is_retried_once_then_its_cell_fails_alone(
     assert f"[2/3] dies-once/seed0: {lost('signal SIGKILL')}; trying it once more" in out
     assert f"[3/3] dies/seed0: {lost('exit 3')}; trying it once more" in out
     assert f"[3/3] dies/seed0: FAILED: {lost('exit 3')}" in out
+    assert "suite resume: 2 finished, 0 skipped, 1 failed" in out, out  # the output if not
     summary = out[out.index("suite resume: 2 finished, 0 skipped, 1 failed") :]
     assert f"failed dies/seed0: {lost('exit 3')}" in summary
     assert statuses(uri) == {"vae": ["FINISHED"], "dies-once": ["FINISHED"], "dies": ["FAILED"]}
@@ -329,6 +330,7 @@ def test_ray_lost_worker_is_retried_once_then_its_cell_fails_alone(sequential, l
     out = result.output
     assert marker.exists()  # the first worker of dies-once did die
     assert "[3/3] dies/seed0: FAILED: Ray task failed: WorkerCrashedError" in out
+    assert "suite resume: 2 finished, 0 skipped, 1 failed" in out, out  # the output if not
     summary = out[out.index("suite resume: 2 finished, 0 skipped, 1 failed") :]
     assert "failed dies/seed0: Ray task failed: WorkerCrashedError" in summary
     assert statuses(uri) == {"vae": ["FINISHED"], "dies-once": ["FINISHED"], "dies": ["FAILED"]}
