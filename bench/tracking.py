@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -244,8 +245,29 @@ def start_cell_run(
     for i in range(0, len(params), 90):
         client.log_batch(run.info.run_id, params=params[i : i + 90])
     if data is not None:
-        client.log_inputs(run.info.run_id, datasets=dataset_inputs(data, cell))
+        log_inputs(client, run.info.run_id, dataset_inputs(data, cell))
     return run.info.run_id
+
+
+INPUT_ATTEMPTS = 3
+
+
+def log_inputs(client: MlflowClient, run_id: str, inputs: list[DatasetInput]) -> None:
+    """client.log_inputs, tried again when it loses a race. MLflow's SQL store looks a dataset up,
+    then inserts it when missing, without a lock: two cells starting at once (--parallel, Ray)
+    both miss the suite's dataset and the second insert breaks the unique key. On the next try
+    the dataset is there and only the run's link to it is written."""
+    for attempt in range(1, INPUT_ATTEMPTS + 1):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as err:
+            lost_race = any(
+                sign in str(err) for sign in ("UNIQUE constraint", "IntegrityError", "locked")
+            )
+            if not lost_race or attempt == INPUT_ATTEMPTS:
+                raise
+            time.sleep(0.2 * attempt)
 
 
 class ImageSplit(MetaDataset):

@@ -297,3 +297,37 @@ def test_bench_ui_opens_the_runs_table_of_the_suite_in_chromium(store, tmp_path)
     finally:
         server.send_signal(signal.SIGTERM)  # bench ui stops its server's process group itself
         server.wait(timeout=30)
+
+
+def test_dataset_inputs_survive_losing_the_insert_race(tmp_path):
+    """Two cells starting at once both miss the dataset in MLflow's SQL store and the second
+    insert breaks the unique key; log_inputs tries again and links the run (the lost race is
+    replayed by failing the first call the way the store does)."""
+    from mlflow.entities import DatasetInput
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("race"))
+    split = load_dataset("synthetic", train_limit=32, eval_limit=32).train
+    dataset = tracking.ImageSplit(
+        tracking.dataset_source("generated"), "synthetic", split.digest, None, len(split.images)
+    )
+    inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[])]
+    calls = []
+    real = client.log_inputs
+
+    def racing(run_id, datasets):
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets")
+        return real(run_id, datasets=datasets)
+
+    client.log_inputs = racing
+    tracking.log_inputs(client, run.info.run_id, inputs)
+    assert len(calls) == 2
+    logged = client.get_run(run.info.run_id).inputs.dataset_inputs
+    assert [d.dataset.digest for d in logged] == [split.digest]
+
+    client.log_inputs = lambda run_id, datasets: (_ for _ in ()).throw(MlflowException("other"))
+    with pytest.raises(MlflowException, match="other"):  # any other error is not retried
+        tracking.log_inputs(client, run.info.run_id, inputs)
