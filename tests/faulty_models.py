@@ -8,8 +8,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+import torch
 from pydantic import Field
 
 import models
@@ -64,6 +67,26 @@ class DiesInWorker(Vae):
 
 
 FAULTY = {RAISES: RaisesInWorker, DIES_ONCE: DiesOnceInWorker, DIES: DiesInWorker}
+
+
+def raise_in_seeded_cell(
+    patch: pytest.MonkeyPatch,
+    cls: type,
+    seed: int,
+    message: str,
+    when: Callable[[object], bool] = lambda model: True,
+) -> None:
+    """Make `cls.train_step` raise RuntimeError(message) in the cell the runner seeded with `seed`
+    (it seeds torch per cell; a search trial's seed is trial_seed + its number), for models that
+    `when` picks; every other cell trains as before. In-process only: `patch` undoes it."""
+    original = cls.train_step
+
+    def train_step(self, x):
+        if when(self) and torch.initial_seed() == seed:
+            raise RuntimeError(message)
+        return original(self, x)
+
+    patch.setattr(cls, "train_step", train_step)
 
 
 def register() -> None:

@@ -25,7 +25,6 @@ import textwrap
 
 import pandas as pd
 import pytest
-import torch
 from click.testing import CliRunner
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
@@ -48,6 +47,7 @@ from bench.report import (
 )
 from bench.suite import follow_up_cells, follow_up_seeds, load_suite, trial_cells
 from models.dcgan import Dcgan
+from tests.faulty_models import raise_in_seeded_cell
 
 SUITE = """
 name: tiny-report
@@ -84,24 +84,25 @@ FAILING = ("dcgan-wgan-gp", 1)
 INJECTED = "injected failure for the report test"
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("report")
+def run_failing_wgan_dcgan(folder, suite_text: str, seed: int, message: str):
+    """`bench run` of `suite_text` into a fresh store in `folder`, with the WGAN-GP DCGAN cell
+    seeded `seed` raising `message` inside the runner: (folder, suite path, uri, CLI result)."""
     suite = folder / "suite.yaml"
-    suite.write_text(textwrap.dedent(SUITE))
+    suite.write_text(textwrap.dedent(suite_text))
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    original = Dcgan.train_step
-
-    def train_step(self, x):
-        if self.wgan and torch.initial_seed() == FAILING[1]:  # the runner seeds torch per cell
-            raise RuntimeError(INJECTED)
-        return original(self, x)
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Dcgan, "train_step", train_step)
+        raise_in_seeded_cell(patch, Dcgan, seed, message, when=lambda model: model.wgan)
         result = CliRunner().invoke(
             main, ["run", str(suite), "--tracking-uri", uri, "--device", "cpu", "--no-progress"]
         )
+    return folder, suite, uri, result
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    folder, suite, uri, result = run_failing_wgan_dcgan(
+        tmp_path_factory.mktemp("report"), SUITE, FAILING[1], INJECTED
+    )
     assert result.exit_code == 1, result.output  # 1: a cell failed, the others finished
     return {"folder": folder, "suite": suite, "uri": uri}
 
@@ -636,22 +637,12 @@ TRIAL_FAILURE = "injected failure of a search trial"
 def search_store(tmp_path_factory):
     """A real tiny search: 3 trials per variant (dcgan-wgan-gp's trial 1 raises), then the two
     follow-up seeds of each variant's best trial."""
-    folder = tmp_path_factory.mktemp("search-report")
-    suite = folder / "suite.yaml"
-    suite.write_text(textwrap.dedent(SEARCH_SUITE))
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    original = Dcgan.train_step
-
-    def train_step(self, x):
-        if self.wgan and torch.initial_seed() == 1000 + FAILING_TRIAL[1]:
-            raise RuntimeError(TRIAL_FAILURE)
-        return original(self, x)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Dcgan, "train_step", train_step)
-        result = CliRunner().invoke(
-            main, ["run", str(suite), "--tracking-uri", uri, "--device", "cpu", "--no-progress"]
-        )
+    folder, suite, uri, result = run_failing_wgan_dcgan(
+        tmp_path_factory.mktemp("search-report"),
+        SEARCH_SUITE,
+        1000 + FAILING_TRIAL[1],  # a trial trains with seed trial_seed + its number
+        TRIAL_FAILURE,
+    )
     finals = search_runs(uri, keys.STAGE_FINAL)
     assert len(finals) == 4 and len(search_runs(uri, keys.STAGE_TRIAL)) == 6, result.output
     out = folder / "out"

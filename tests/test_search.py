@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
@@ -33,6 +32,7 @@ from bench.suite import (
     searched_values,
     trial_cells,
 )
+from tests.faulty_models import raise_in_seeded_cell
 
 SEARCH_SUITE = """
 name: search
@@ -220,15 +220,8 @@ def test_a_search_is_reproducible_nested_and_its_best_gets_fresh_seeds(tmp_path)
 def test_a_trial_that_raises_counts_as_failed_is_never_chosen_and_is_not_retried(
     tmp_path, monkeypatch
 ):
-    cls = models.model_class("vae")
-    original = cls.train_step
-
-    def train_step(self, x):
-        if torch.initial_seed() == 1001:  # trial 1 (seed trial_seed + 1); the runner seeds per cell
-            raise RuntimeError("trial one breaks")
-        return original(self, x)
-
-    monkeypatch.setattr(cls, "train_step", train_step)
+    # trial 1 trains with seed trial_seed + 1 = 1001
+    raise_in_seeded_cell(monkeypatch, models.model_class("vae"), 1001, "trial one breaks")
     path = write(tmp_path, VAE)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     outcome = bench("run", str(path), "--tracking-uri", uri, "--checkpoint-dir", str(tmp_path))
