@@ -8,7 +8,6 @@ SIGTERM (the interrupted cell resumes from its checkpoint on the next `bench run
 
 from __future__ import annotations
 
-import shlex
 import sys
 from functools import wraps
 from pathlib import Path
@@ -16,20 +15,14 @@ from pathlib import Path
 import click
 
 import models
-
-from .checkpoint import DEFAULT_ROOT, CheckpointError
-from .data import DatasetNotFound
-from .image_files import ImageFileError
-from .suite import (
-    DATASETS,
-    SuiteError,
-    expand,
-    follow_up_seeds,
-    load_suite,
-    trial_budget,
-    trial_cells,
-)
-from .tracking import TrackingError
+from bench.data.config import DATASETS
+from bench.data.image_files import ImageFileError
+from bench.data.images import DatasetNotFound
+from bench.run.checkpoint import DEFAULT_ROOT, CheckpointError
+from bench.suite import describe
+from bench.suite.load import load_suite
+from bench.suite.schema import SuiteError
+from bench.tracking.store import TrackingError
 
 USER_ERRORS = (
     SuiteError,
@@ -85,21 +78,7 @@ def main():
 @user_errors
 def validate(suite_file, overrides):
     """Check a suite file without running it."""
-    suite = load_suite(suite_file, overrides)
-    cells = expand(suite)
-    labels = sorted({cell.variant.label for cell in cells})
-    if suite.search is None:
-        click.echo(
-            f"{suite_file}: ok, suite {suite.name!r}: {len(labels)} variants x "
-            f"{len(suite.seeds)} seeds = {len(cells)} cells on {suite.dataset.name}"
-        )
-        return
-    seeds = follow_up_seeds(suite)
-    click.echo(
-        f"{suite_file}: ok, suite {suite.name!r}: {len(labels)} variants x "
-        f"{suite.search.trials} trials, then {len(seeds)} seeds of each best = "
-        f"{len(labels) * (suite.search.trials + len(seeds))} cells on {suite.dataset.name}"
-    )
+    click.echo(describe.validated(suite_file, load_suite(suite_file, overrides)))
 
 
 @main.command()
@@ -198,29 +177,29 @@ def run(
     if executor == "ray" and parallel > 1:
         raise SuiteError("--parallel is for the local executor; Ray schedules by --gpus-per-cell")
     if dry_run:
-        echo_dry_run(suite)
+        click.echo("\n".join(describe.dry_run(suite)))
         return
-    from .runner import run_suite  # torch and mlflow load only when there is work to do
+    from bench.run.runner import (  # torch and mlflow load only when there is work to do
+        resume_command,
+        run_suite,
+    )
 
-    # Resuming is the same command without --rerun (which would start the cells over).
-    again = ["bench", "run", suite_file]
-    for override in overrides:
-        again += ["--set", override]
-    for option, value in (
-        ("--device", None if device == "auto" else device),
-        ("--tracking-uri", tracking_uri),
-        ("--data-root", data_root),
-        ("--checkpoint-dir", checkpoint_dir),
-        ("--precision", precision),
-        ("--parallel", str(parallel) if parallel > 1 else None),
-        ("--executor", executor if executor != "local" else None),
-        ("--address", address),
-        ("--gpus-per-cell", None if gpus_per_cell is None else str(gpus_per_cell)),
-    ):
-        again += [option, value] if value else []
-    if compile_networks is not None:
-        again.append("--compile" if compile_networks else "--no-compile")
-    again = shlex.join(again)
+    again = resume_command(
+        suite_file,
+        overrides,
+        {
+            "--device": None if device == "auto" else device,
+            "--tracking-uri": tracking_uri,
+            "--data-root": data_root,
+            "--checkpoint-dir": checkpoint_dir,
+            "--precision": precision,
+            "--parallel": str(parallel) if parallel > 1 else None,
+            "--executor": executor if executor != "local" else None,
+            "--address": address,
+            "--gpus-per-cell": None if gpus_per_cell is None else str(gpus_per_cell),
+        },
+        compile_networks,
+    )
     try:
         summary = run_suite(
             suite,
@@ -230,7 +209,7 @@ def run(
             rerun=rerun,
             progress=progress,
             echo=click.echo,
-            suite_text=suite_text(suite_file, overrides),
+            suite_text=describe.suite_text(suite_file, overrides),
             checkpoint_dir=checkpoint_dir,
             parallel=parallel,
             executor=executor,
@@ -251,82 +230,11 @@ def run(
         sys.exit(EXIT_FAILED_CELLS)
 
 
-def suite_text(suite_file: str, overrides: tuple[str, ...]) -> str:
-    """The suite as the user gave it: the file, and the --set overrides it ran with."""
-    text = Path(suite_file).read_text()
-    if overrides:
-        text += "\n# run with overrides:\n" + "".join(f"#   --set {o}\n" for o in overrides)
-    return text
-
-
-def budget_text(budget) -> str:
-    unit = "generator updates" if budget.parity == "generator_updates" else "batches"
-    amount = budget.steps or f"{budget.epochs} epochs of"
-    return f"{amount} {unit}"
-
-
-def echo_cells(cells) -> None:
-    for cell in cells:
-        options = ", ".join(f"{k}={v}" for k, v in cell.variant.options.items())
-        optimizer = ", ".join(f"{k} {v}" for k, v in cell.variant.optimizer.items())
-        click.echo(
-            f"  {cell.id}  {cell.name:<32} {cell.variant.model}({options}); Adam {optimizer}"
-        )
-
-
-def echo_dry_run(suite) -> None:
-    """The cells `bench run` would run: with a search, every trial, then the follow-up cells
-    (which setting they train depends on the trials' results)."""
-    if suite.search is None:
-        cells = expand(suite)
-        click.echo(
-            f"suite {suite.name}: {len(cells)} cells; budget {budget_text(suite.budget)} per cell"
-        )
-        echo_cells(cells)
-        return
-    search = suite.search
-    trials = trial_cells(suite)
-    click.echo(
-        f"suite {suite.name}: stage 1, a search: {len(trials)} trials ({search.trials} per "
-        f"variant, Optuna RandomSampler seed {search.seed}), budget "
-        f"{budget_text(trial_budget(suite))} per trial; trial n trains with seed "
-        f"{search.trial_seed} + n"
-    )
-    echo_cells(trials)
-    seeds = follow_up_seeds(suite)
-    labels = list(dict.fromkeys(cell.variant.label for cell in trials))
-    click.echo(
-        f"stage 2: per variant, the trial with the best {search.select} (failed trials count as "
-        f"the worst, ties to the lower trial number), trained with seeds {seeds} at budget "
-        f"{budget_text(suite.budget)}: {len(labels) * len(seeds)} cells"
-    )
-    for label in labels:
-        click.echo(f"  {label}/seed{{{','.join(map(str, seeds))}}}  best trial's setting")
-
-
 @main.command(name="models")
 def list_models():
     """List the registered models with their options and defaults, and the discriminator layers
     (Dis_l, vaegan's dis_layer) that exist at each supported image size."""
-    from models.networks import SUPPORTED_SIZES, discriminator_layers
-
-    for name in sorted(models.REGISTRY):
-        cls = models.model_class(name)
-        doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        click.echo(f"{name}: {doc[0] if doc else ''}")
-        for option, kind, default in models.option_table(name):
-            click.echo(f"    {option:<12} {kind:<28} default {default!r}")
-    width = models.Hparams().width
-    click.echo(
-        f"Dis_l layers per image size (vaegan dis_layer l = discriminator conv block l), "
-        f"features C x H x W at width {width}:"
-    )
-    for size in SUPPORTED_SIZES:
-        layers = discriminator_layers((1, size, size), width)
-        shapes = "  ".join(
-            f"{layer}: {'x'.join(map(str, shape))}" for layer, shape in enumerate(layers, 1)
-        )
-        click.echo(f"    {f'{size}x{size}':<8} dis_layer 1..{len(layers)}   {shapes}")
+    click.echo("\n".join(models.describe_models()))
 
 
 @main.command()
@@ -352,8 +260,8 @@ def list_models():
 def report(suite, output_format, out, overrides, tracking_uri):
     """Render a comparison report of SUITE (a suite file or its experiment name) from MLflow, and
     export every cell run of its experiment as one table."""
-    from . import export, render
-    from .report import experiment_runs, load_report, open_experiment
+    from bench.report import export, render
+    from bench.report.load import experiment_runs, load_report, open_experiment
 
     formats = (*render.FORMATS, *export.FORMATS) if output_format == "all" else (output_format,)
     rendered = tuple(f for f in formats if f in render.FORMATS)
@@ -391,7 +299,7 @@ def report(suite, output_format, out, overrides, tracking_uri):
 @user_errors
 def ui(port, host, tracking_uri):
     """Start the MLflow UI on the tracking store the runs used, and print its URL."""
-    from .ui import serve
+    from bench.tracking.ui import serve
 
     sys.exit(serve(tracking_uri, host, port, echo=click.echo))
 
@@ -411,25 +319,13 @@ def images(dataset, out, flat, train_limit, eval_limit, crop, image_size, channe
     """Write a dataset's train and test splits as PNG files under OUT/train and OUT/test (one
     subfolder per class, or flat): a folder `dataset: {name: folder}` reads back, e.g. a 64x64
     RGB folder for suites/folder64_smoke.yaml."""
-    from .data import load_dataset
-    from .image_files import write_folder
-    from .preprocess import Preprocessing
+    from bench.data.datasets import write_dataset_folder
 
-    preprocessing = Preprocessing(crop, image_size, int(channels) if channels else None)
-    data = load_dataset(
-        dataset,
-        cli_root=data_root,
-        train_limit=train_limit,
-        eval_limit=eval_limit,
-        preprocessing=preprocessing,
-    )
-    folder = Path(out)
-    if folder.exists() and any(folder.iterdir()):
-        raise SuiteError(f"{folder} is not empty; give a new or empty folder")
-    for name, split in (("train", data.train), ("test", data.eval)):
-        labels = None if flat else split.labels
-        count = write_folder(folder / name, split.images, labels)
-        click.echo(f"wrote {count} images of {data.image_shape} to {folder / name}")
+    channels = int(channels) if channels else None
+    for line in write_dataset_folder(
+        dataset, Path(out), flat, train_limit, eval_limit, crop, image_size, channels, data_root
+    ):
+        click.echo(line)
 
 
 @main.command()
@@ -469,10 +365,10 @@ def score(
     feature spaces of a run; JSON keys are the runs' metric names."""
     import json
 
-    from . import score as scoring
-    from .cache import default_cache_dir
-    from .preprocess import Preprocessing
-    from .train import select_device
+    from bench.data.cache import default_cache_dir
+    from bench.data.preprocess import Preprocessing
+    from bench.metrics import score as scoring
+    from bench.run.train import select_device
 
     if (dataset is None) == (not train_domain):
         raise SuiteError("pass either --dataset NAME or --train-domain (the feature space)")

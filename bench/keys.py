@@ -10,10 +10,10 @@ Metrics
     discriminator_updates updates of the discriminator / critic (0 for a variant without one)
     images_seen           training images consumed (every train_step call takes one batch)
 
-Evaluation metrics (bench/evaluate.py), logged with step = the train step they were taken at; the
-final evaluation is logged at the last step. <space> is "domain" (the harness's own classifier
-trained on the dataset) or "inception" (standard Inception-v3 pool features); the two are never
-mixed up: a domain-FID is not an Inception FID.
+Evaluation metrics (bench/metrics/evaluate.py), logged with step = the train step they were taken
+at; the final evaluation is logged at the last step. <space> is "domain" (the harness's own
+classifier trained on the dataset) or "inception" (standard Inception-v3 pool features); the two
+are never mixed up: a domain-FID is not an Inception FID.
     fid_<space>               Frechet distance, generated vs real evaluation split (lower better)
     kid_<space>               kernel inception distance, mean over subsets (lower better)
     kid_<space>_std           its std over subsets
@@ -58,7 +58,7 @@ Experiment tags
     mlflow.sharedViewState.variants (the runs-table view bench ui links to: runs grouped by the
     variant tag, headline metrics as columns)
 
-Dataset inputs (each cell run's Dataset column; bench/tracking.py dataset_inputs)
+Dataset inputs (each cell run's Dataset column; bench/tracking/inputs.py dataset_inputs)
     the training and the evaluation split, each named after the dataset, with the sha256 of its
     uint8 images (first 12 hex digits) as digest, its source (folder or generator), its size as
     profile, and input tags mlflow.data.context ("training" | "evaluation") and split
@@ -78,7 +78,7 @@ Artifacts
                           load with torch.load(..., weights_only=True)
 
 Logged model (MLflow 3: a LoggedModel of the run, loadable as runs:/<run id>/model)
-    model                 pyfunc model from code (bench/served_model.py): generator.json,
+    model                 pyfunc model from code (bench/tracking/served_model.py): generator.json,
                           weights.pt, signature; predict({"n": 16}) -> samples in [0, 1],
                           predict({"images": x}) -> reconstructions (variants with an encoder)
 """
@@ -101,7 +101,8 @@ TAG_STATUS = "status"
 TAG_FAILURE = "failure_reason"
 TAG_INCEPTION_SKIPPED = "inception_skipped"
 TAG_DEVICE = "device"
-# where the data came from and what was done to it (bench/data.py, bench/preprocess.py)
+# where the data came from and what was done to it (bench/data/datasets.py,
+# bench/data/preprocess.py)
 TAG_DATA_SOURCE = "dataset.source"
 TAG_DATA_PREPROCESSING = "dataset.preprocessing"
 TAG_DATA_SPLIT_RULE = "dataset.split_rule"
@@ -193,12 +194,3 @@ SEARCH_PARAM_PREFIX = "best."  # parent run params: the chosen value of every se
 def best_key(metric: str) -> str:
     """The parent run's metric: the selection metric of the chosen trial."""
     return f"best_{metric}"
-
-
-def selection_metrics() -> dict[str, bool]:
-    """Metrics a search may select by, each with whether lower is better."""
-    table = {}
-    for space in FEATURE_SPACES:
-        table |= {fid_key(space): True, kid_key(space): True}
-        table |= {precision_key(space): False, recall_key(space): False}
-    return table | {RECON_MSE: True, CLASS_KL: True, MODES_COVERED: False}

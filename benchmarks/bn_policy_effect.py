@@ -22,10 +22,12 @@ from pathlib import Path
 import torch
 
 import models
-from bench import evaluate, keys, tracking
+from bench import keys, tracking
 from bench.data import load_dataset
-from bench.report import download
-from bench.suite import DatasetConfig, EvaluationConfig
+from bench.data.config import DatasetConfig
+from bench.metrics import evaluate
+from bench.metrics.settings import EvaluationConfig
+from bench.report.artifacts import download
 
 POLICIES = ("running", "recalibrate")
 SHOWN = (keys.fid_key("domain"), keys.recall_key("domain"), keys.RECON_MSE)

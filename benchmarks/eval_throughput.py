@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 
 import models
-from bench import evaluate
 from bench.data import DatasetNotFound, load_dataset
-from bench.suite import DatasetConfig, EvaluationConfig
-from bench.train import select_device
+from bench.data.config import DatasetConfig
+from bench.metrics import evaluate
+from bench.metrics.settings import EvaluationConfig
+from bench.run.train import select_device
 
 
 def main() -> None:

@@ -33,9 +33,11 @@ from pathlib import Path
 import torch
 
 from bench.data import DatasetNotFound
-from bench.runner import run_suite
-from bench.suite import SuiteError, expand, load_suite
-from bench.train import select_device
+from bench.run.runner import run_suite
+from bench.run.train import select_device
+from bench.suite.expand import expand
+from bench.suite.load import load_suite
+from bench.suite.schema import SuiteError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -54,8 +54,9 @@ import torch
 import models
 from bench import keys
 from bench.data import DatasetNotFound, ImageData, load_dataset, to_model_range
-from bench.suite import SuiteError, load_suite
-from bench.train import select_device, steps_per_epoch, train
+from bench.run.train import select_device, steps_per_epoch, train
+from bench.suite.load import load_suite
+from bench.suite.schema import SuiteError
 from models.networks import Decoder, Discriminator, Encoder, init_weights
 
 try:
@@ -209,7 +210,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=defaults.width)
     parser.add_argument("--latent-dim", type=int, default=defaults.latent_dim)
     parser.add_argument("--dataset", default="fashion-mnist", help="mnist, fashion-mnist, ...")
-    parser.add_argument("--data-root", default=None, help="dataset folder (see bench/data.py)")
+    parser.add_argument(
+        "--data-root", default=None, help="dataset folder (see bench/data/datasets.py)"
+    )
     parser.add_argument(
         "--epoch-limit", type=int, default=None, help="use the first N training images only"
     )
@@ -538,7 +541,7 @@ def harness_overhead(path: str, device: str) -> None:
     section(f"3. harness overhead: {path} run in-process by bench.runner.run_suite")
     # imported here: bench.runner needs MLflow, parts 1 and 2 do not (a GPU machine may have only
     # torch, pydantic and pythae)
-    from bench.runner import run_suite
+    from bench.run.runner import run_suite
 
     try:
         suite = load_suite(path)

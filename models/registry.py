@@ -105,3 +105,31 @@ def build(
     if not isinstance(options, ModelOptions):
         options = validate_options(name, options)
     return cls(options, tuple(image_shape), hparams, torch.device(device))
+
+
+def describe_models() -> list[str]:
+    """What `bench models` prints: every registered model with its options and defaults, and the
+    discriminator layers (Dis_l, vaegan's dis_layer) that exist at each supported image size."""
+    import sys
+
+    from .networks import SUPPORTED_SIZES, discriminator_layers
+
+    lines = []
+    for name in sorted(REGISTRY):
+        cls = model_class(name)
+        doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+        lines.append(f"{name}: {doc[0] if doc else ''}")
+        for option, kind, default in option_table(name):
+            lines.append(f"    {option:<12} {kind:<28} default {default!r}")
+    width = Hparams().width
+    lines.append(
+        f"Dis_l layers per image size (vaegan dis_layer l = discriminator conv block l), "
+        f"features C x H x W at width {width}:"
+    )
+    for size in SUPPORTED_SIZES:
+        layers = discriminator_layers((1, size, size), width)
+        shapes = "  ".join(
+            f"{layer}: {'x'.join(map(str, shape))}" for layer, shape in enumerate(layers, 1)
+        )
+        lines.append(f"    {f'{size}x{size}':<8} dis_layer 1..{len(layers)}   {shapes}")
+    return lines

@@ -98,7 +98,7 @@ def synthetic():
 def trained(synthetic, tmp_path_factory):
     """One domain classifier trained on `synthetic` into a fresh cache folder:
     (classifier, accuracy, cache folder, logged lines)."""
-    from bench import domain
+    from bench.metrics import domain
 
     cache_dir = tmp_path_factory.mktemp("classifier")
     lines: list[str] = []

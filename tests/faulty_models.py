@@ -1,6 +1,6 @@
 """Models and worker entry points that break on purpose, for executor tests whose cells run in
-other processes. `register()` is the Ray worker setup hook that makes the faulty models known
-there; `worker_main` and `pausing_worker_main` stand in for bench.parallel.worker_main (pickled by
+other processes. `register()` is the Ray worker setup hook that makes the faulty models known there;
+`worker_main` and `pausing_worker_main` stand in for bench.run.parallel.worker_main (pickled by
 reference, so a spawned `--parallel` worker imports this module and runs them)."""
 
 from __future__ import annotations
@@ -101,17 +101,17 @@ def unregister() -> None:
 
 
 def worker_main(*args) -> None:
-    """bench.parallel.worker_main in a process that knows the faulty models."""
-    from bench import parallel
+    """bench.run.parallel.worker_main in a process that knows the faulty models."""
+    from bench.run import parallel
 
     register()
     parallel.worker_main(*args)
 
 
 def pausing_worker_main(*args) -> None:
-    """bench.parallel.worker_main in a process whose VAEs and VAE-GANs pause after step PAUSE_STEP
-    until the main process passes a stop on to it (see pause_at)."""
-    from bench import parallel
+    """bench.run.parallel.worker_main in a process whose VAEs and VAE-GANs pause after step
+    PAUSE_STEP until the main process passes a stop on to it (see pause_at)."""
+    from bench.run import parallel
 
     pause_at(PAUSED_MODELS, PAUSE_STEP, Path(os.environ[PAUSE_DIR]))
     parallel.worker_main(*args)
@@ -119,7 +119,7 @@ def pausing_worker_main(*args) -> None:
 
 def pause_at(names: tuple[str, ...], step: int, folder: Path) -> None:
     """Make the models `names`, after their training step `step`, write `folder/paused-<pid>`
-    and wait until this process has received SIGTERM (its handler, bench.cell.StopSignal,
+    and wait until this process has received SIGTERM (its handler, bench.run.context.StopSignal,
     records it), the stop a `--parallel` main process passes on to its workers: like a step that
     lasts until then, whatever signal reached the worker first. The stop then lands at the boundary
     of that step in every worker, however the machine schedules them."""

@@ -219,7 +219,7 @@ def test_checkpoint_folder_that_cannot_be_written(in_tmp):
 
 
 def test_a_second_run_of_the_same_suite_at_once(in_tmp):
-    from bench import checkpoint
+    from bench.run import checkpoint
 
     with checkpoint.suite_lock(in_tmp / "ck", "bad"):  # as a `bench run` still going would
         result, _ = run_bench(in_tmp, SUITE, "--checkpoint-dir", str(in_tmp / "ck"))

@@ -19,8 +19,10 @@ from click.testing import CliRunner
 
 import models
 from bench.cli import main
-from bench.suite import ComputeConfig, expand, load_suite
-from bench.train import train
+from bench.run.train import train
+from bench.suite.expand import expand
+from bench.suite.load import load_suite
+from bench.suite.schema import ComputeConfig
 
 BF16_TOLERANCE = 0.15
 COMPILE_TOLERANCE = 1e-3

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.data import Split, _limit, stratified_subset
+from bench.data import Split, stratified_subset
+from bench.data.datasets import _limit
 
 
 def blocked_labels() -> torch.Tensor:

@@ -11,8 +11,9 @@ import torch
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
-from bench import cache, domain, fidelity, keys
-from bench.data import load_dataset
+from bench import keys
+from bench.data import cache, load_dataset
+from bench.metrics import domain, fidelity
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
 

@@ -19,10 +19,11 @@ import torch
 from click.testing import CliRunner
 
 import models
-from bench import checkpoint, keys, parallel
+from bench import keys
 from bench.cli import main
-from bench.runner import run_suite
-from bench.suite import load_suite
+from bench.run import checkpoint, parallel
+from bench.run.runner import run_suite
+from bench.suite.load import load_suite
 from tests import faulty_models
 from tests.test_reliability import (
     DCGANS,
@@ -140,8 +141,8 @@ def test_parallel_lost_worker_is_retried_once_then_its_cell_fails_alone(
 PAUSING_BENCH = [
     sys.executable,
     "-c",
-    "import bench.parallel, tests.faulty_models as faulty; "
-    "bench.parallel.worker_main = faulty.pausing_worker_main; "
+    "import bench.run.parallel, tests.faulty_models as faulty; "
+    "bench.run.parallel.worker_main = faulty.pausing_worker_main; "
     "from bench.cli import main; main()",
 ]
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from bench import keys, tracking
 from bench.cli import main
-from bench.export import EXPORT_COLUMNS
+from bench.report.export import EXPORT_COLUMNS
 
 EXPERIMENT = "exported"
 FAILURE = "RuntimeError: diverged\nTraceback (most recent call last): ..."

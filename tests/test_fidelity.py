@@ -13,7 +13,8 @@ import torch_fidelity.feature_extractor_inceptionv3 as inception_module
 from torch.utils.data import Dataset
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-from bench import domain, fidelity, keys
+from bench import keys
+from bench.metrics import domain, fidelity
 
 SPACE_KEYS = [keys.fid_key, keys.kid_key, keys.kid_std_key, keys.precision_key, keys.recall_key]
 

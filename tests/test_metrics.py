@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from bench.evaluate import mode_coverage, recon_mse
-from bench.interpolation import interpolation_metrics, lerp, slerp
+from bench.metrics.evaluate import mode_coverage, recon_mse
+from bench.metrics.interpolation import interpolation_metrics, lerp, slerp
 
 
 def flatten(images: torch.Tensor) -> torch.Tensor:
@@ -102,7 +102,7 @@ def test_no_collapsed_generator_beats_the_linear_one(method):
 
 
 def test_path_energy_is_at_least_one_and_one_only_for_even_straight_paths():
-    from bench.interpolation import path_scores
+    from bench.metrics.interpolation import path_scores
 
     torch.manual_seed(7)
     t = torch.linspace(0, 1, 9).view(1, -1, 1)
@@ -205,8 +205,9 @@ class ReplayGenerator:
 @pytest.fixture(scope="module")
 def synthetic_evaluator():
     from bench.data import load_dataset
-    from bench.evaluate import prepare
-    from bench.suite import DatasetConfig, EvaluationConfig
+    from bench.data.config import DatasetConfig
+    from bench.metrics.evaluate import prepare
+    from bench.metrics.settings import EvaluationConfig
 
     data = load_dataset("synthetic", train_limit=1024, eval_limit=400)
     # the fake models here have no batch norm to recalibrate
@@ -223,7 +224,7 @@ def synthetic_evaluator():
 def test_evaluation_detects_a_generator_that_emits_one_class(synthetic_evaluator):
     from bench import keys
     from bench.data import to_model_range
-    from bench.evaluate import evaluate
+    from bench.metrics.evaluate import evaluate
 
     data = synthetic_evaluator.data
     assert synthetic_evaluator.classifier_accuracy > 0.9
@@ -242,7 +243,7 @@ def test_evaluation_detects_a_generator_that_emits_one_class(synthetic_evaluator
 def test_evaluation_without_an_encoder_skips_encoder_metrics(synthetic_evaluator):
     from bench import keys
     from bench.data import to_model_range
-    from bench.evaluate import evaluate
+    from bench.metrics.evaluate import evaluate
 
     model = ReplayGenerator(to_model_range(synthetic_evaluator.data.train.images))
     metrics, images = evaluate(model, synthetic_evaluator, seed=0)
@@ -273,10 +274,11 @@ def test_each_generated_image_goes_through_the_domain_classifier_once(fresh_eval
     the classifier on them."""
     import torch_fidelity
 
-    from bench import domain, keys
+    from bench import keys
     from bench.data import to_model_range
-    from bench.evaluate import evaluate, generate, to_uint8
-    from bench.fidelity import UInt8Images
+    from bench.metrics import domain
+    from bench.metrics.evaluate import evaluate, generate, to_uint8
+    from bench.metrics.fidelity import UInt8Images
 
     evaluator = fresh_evaluator
     config, data = evaluator.config, evaluator.data
@@ -362,7 +364,7 @@ def test_real_images_as_samples_cover_every_mode_with_zero_class_kl(synthetic_ev
     KL above zero for a perfect generator."""
     from bench import keys
     from bench.data import to_model_range
-    from bench.evaluate import evaluate
+    from bench.metrics.evaluate import evaluate
 
     data = synthetic_evaluator.data
     assert synthetic_evaluator.config.num_samples == len(data.eval.images)
@@ -385,7 +387,7 @@ class ConstantGenerator(ReplayGenerator):
 def test_a_constant_generator_wins_no_interpolation_metric(synthetic_evaluator):
     from bench import keys
     from bench.data import to_model_range
-    from bench.evaluate import evaluate
+    from bench.metrics.evaluate import evaluate
 
     data = synthetic_evaluator.data
     constant, _ = evaluate(

@@ -195,7 +195,8 @@ def test_loading_the_model_unpickles_nothing(store, tmp_path):
     folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=tmp_path))
     files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     assert not [name for name in files if name.endswith((".pkl", ".pickle", ".cloudpickle"))]
-    assert "served_model.py" in files  # the model is code (this harness's bench/served_model.py)
+    # the model is code (this harness's bench/tracking/served_model.py)
+    assert "served_model.py" in files
     weights = next(folder.rglob("weights.pt"))
     saved = torch.load(weights, weights_only=True)  # tensors and plain containers only
     assert set(saved["decoder_statistics"]) == {"prior", "encoded"}

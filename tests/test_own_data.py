@@ -16,13 +16,14 @@ from click.testing import CliRunner
 from torchvision.io import encode_jpeg, write_png
 from torchvision.transforms.v2 import functional as TF
 
-from bench import domain, fidelity, keys
+from bench import keys
 from bench.cli import main
 from bench.data import DeviceMemoryError, load_dataset, on_device, synthetic_split, to_model_range
-from bench.evaluate import KID_SUBSET_SIZE
-from bench.image_files import ImageFileError
-from bench.preprocess import Preprocessing
-from bench.train import ShuffledBatches
+from bench.data.image_files import ImageFileError
+from bench.data.preprocess import Preprocessing
+from bench.metrics import domain, fidelity
+from bench.metrics.evaluate import KID_SUBSET_SIZE
+from bench.run.train import ShuffledBatches
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = [f"{c}-class" for c in range(10)]
@@ -102,7 +103,7 @@ def test_decoded_folders_are_cached_per_preprocessing(tmp_path, monkeypatch):
         large.cache_tag, "f", cache
     )
 
-    from bench import image_files
+    from bench.data import image_files
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although the folder is cached")
@@ -159,7 +160,7 @@ def test_celeba_layout_with_the_usual_64_pixel_preprocessing(tmp_path):
         lines.append(f"{name} {partition}")
     (base / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
 
-    from bench.suite import DatasetConfig
+    from bench.data.config import DatasetConfig
 
     config = DatasetConfig(name="celeba", root=str(tmp_path))
     assert (config.crop, config.image_size) == (148, 64)

@@ -20,10 +20,12 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 import models
-from bench import checkpoint, keys, tracking
+from bench import keys, tracking
 from bench.cli import main
-from bench.suite import expand, load_suite
-from bench.train import Diverged, LossAccumulator, ShuffledBatches, check_finite
+from bench.run import checkpoint
+from bench.run.train import Diverged, LossAccumulator, ShuffledBatches, check_finite
+from bench.suite.expand import expand
+from bench.suite.load import load_suite
 
 SUITE = """
 name: resume
@@ -403,7 +405,7 @@ def test_checkpoints_load_only_weights_never_code(tmp_path):
 
 def test_every_torch_load_of_ours_is_weights_only():
     root = Path(__file__).parent.parent
-    for source in [*root.glob("bench/*.py"), *root.glob("models/*.py")]:
+    for source in [*root.glob("bench/**/*.py"), *root.glob("models/*.py")]:
         text = source.read_text()
         start = 0
         while (start := text.find("torch.load(", start)) != -1:

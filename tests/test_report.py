@@ -34,18 +34,15 @@ from statsmodels.stats.multitest import multipletests
 
 from bench import keys, tracking
 from bench.cli import main
-from bench.render import best_row, failed_text, format_mean_ci, table_rows, write_report
-from bench.report import (
-    best_so_far,
-    cell_counts,
-    load_report,
-    metric_specs,
-    significance,
-    summarize,
-    variant_names,
-    welch_p_value,
-)
-from bench.suite import follow_up_cells, follow_up_seeds, load_suite, trial_cells
+from bench.metrics.table import metric_specs
+from bench.report.cells import variant_names
+from bench.report.load import load_report
+from bench.report.render import write_report
+from bench.report.search import best_so_far
+from bench.report.stats import cell_counts, significance, summarize, welch_p_value
+from bench.report.tables import best_row, failed_text, format_mean_ci, table_rows
+from bench.suite.load import load_suite
+from bench.suite.search import follow_up_cells, follow_up_seeds, trial_cells
 from models.dcgan import Dcgan
 from tests.faulty_models import raise_in_seeded_cell
 

@@ -15,7 +15,8 @@ from mlflow.tracking import MlflowClient
 import models
 from bench import keys
 from bench.cli import main
-from bench.suite import expand, load_suite
+from bench.suite.expand import expand
+from bench.suite.load import load_suite
 from tests.conftest import TINY_SUITE
 
 

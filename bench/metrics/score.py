@@ -1,0 +1,183 @@
+"""`bench score REAL FAKE`: the harness's sample metrics for images from any model.
+
+REAL and FAKE are each an image folder (flat, or one subfolder per class: bench/data/image_files.py)
+or an .npz file (its array `x`, `images` or `x_test`, or its only array; uint8, (N, H, W[, C])).
+Both are preprocessed alike (centre crop, resize, channels) and must end at the same shape.
+
+The feature space is a run's domain space: the domain network of the dataset named with
+`dataset` (the very network, from the same cache, that a suite on that dataset uses), or one
+trained on REAL itself (`train_domain`): a classifier when REAL has class folders or labels, the
+rotation network otherwise, trained on a seeded 90% of REAL and measured on the rest. With
+Inception weights, the `*_inception` metrics come too. Every metric has the name a run logs it
+under (bench/keys.py), so a score sits beside a run in the same table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench import keys
+from bench.data.cache import default_cache_dir
+from bench.data.datasets import load_dataset, split_pool
+from bench.data.image_files import (
+    Decoded,
+    ImageFileError,
+    apply_in_chunks,
+    decoded,
+    images_from_array,
+    list_folder,
+    open_npz,
+)
+from bench.data.images import Split
+from bench.data.preprocess import Preprocessing
+from bench.metrics import domain, fidelity
+from bench.metrics.evaluate import KID_SUBSET_SIZE, mode_coverage
+
+NPZ_ARRAYS = ("x", "images", "x_test")
+SCORE_SPLIT_SEED = 0
+SCORE_HELD_OUT = 0.1
+
+
+def read_image_set(
+    path: str | Path,
+    preprocessing: Preprocessing,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Decoded:
+    """The images (and classes, when a folder has class subfolders or an .npz has `y`) of a
+    folder or an .npz file, preprocessed."""
+    path = Path(path).expanduser()
+    if path.suffix == ".npz":
+        return _read_npz_set(path, preprocessing)
+    if not path.is_dir():
+        raise ImageFileError(f"{path} is neither a folder of images nor an .npz file")
+    return decoded(list_folder(path), preprocessing, cache_dir, progress)
+
+
+def _read_npz_set(path: Path, preprocessing: Preprocessing) -> Decoded:
+    with open_npz(path) as arrays:
+        names = [n for n in NPZ_ARRAYS if n in arrays.files]
+        if not names and len(arrays.files) == 1:
+            names = arrays.files
+        if not names:
+            raise ImageFileError(
+                f"{path} has arrays {sorted(arrays.files)}; name the images one of "
+                f"{', '.join(NPZ_ARRAYS)} (or store only them)"
+            )
+        images = images_from_array(arrays[names[0]], f"{path}: {names[0]}")
+        labels = None
+        label_name = {"x": "y", "x_test": "y_test"}.get(names[0])
+        if label_name in arrays.files:
+            y = arrays[label_name]
+            if y.ndim == 1 and len(y) == len(images) and np.issubdtype(y.dtype, np.integer):
+                labels = torch.from_numpy(y.astype(np.int64))
+    return Decoded(apply_in_chunks(preprocessing, images), labels)
+
+
+def domain_network(
+    real: Decoded,
+    real_path: str | Path,
+    dataset: str | None,
+    data_root: str | None,
+    preprocessing: Preprocessing,
+    device: torch.device,
+    cache_dir: Path,
+    log: Callable[[str], None],
+) -> tuple[domain.DomainClassifier, str]:
+    """The domain network to score in, and words saying which one it is."""
+    shape = tuple(real.images.shape[1:])
+    if dataset is not None:
+        data = load_dataset(dataset, cli_root=data_root, preprocessing=preprocessing)
+        if data.image_shape != shape:
+            raise ImageFileError(
+                f"the images are {_shape(shape)} but the {dataset} domain network takes "
+                f"{_shape(data.image_shape)}; pass --image-size/--crop/--channels to match, or "
+                "--train-domain"
+            )
+        network, accuracy = domain.load_or_train(
+            data.cache_tag,
+            data.fingerprint,
+            data.train,
+            data.eval,
+            data.image_shape,
+            data.num_classes,
+            device,
+            cache_dir=cache_dir,
+            log=log,
+        )
+        return network, f"the {dataset} domain network (test accuracy {accuracy:.4f})"
+    train, held_out = split_pool(real, SCORE_HELD_OUT, SCORE_SPLIT_SEED)
+    num_classes = int(real.labels.max()) + 1 if real.labels is not None else 0
+    digest = hashlib.sha256(real.images.numpy().tobytes())
+    if real.labels is not None:
+        digest.update(real.labels.numpy().tobytes())
+    name = f"score-{Path(real_path).stem or 'real'}" + (
+        f"-{preprocessing.tag}" if preprocessing.tag else ""
+    )
+    network, accuracy = domain.load_or_train(
+        name,
+        digest.hexdigest()[:16],
+        Split(train.images, train.labels),
+        Split(held_out.images, held_out.labels),
+        shape,
+        num_classes,
+        device,
+        cache_dir=cache_dir,
+        log=log,
+    )
+    return network, f"a {network.task} network trained on REAL (held-out accuracy {accuracy:.4f})"
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def score(
+    real: Decoded,
+    fake: Decoded,
+    network: domain.DomainClassifier,
+    device: torch.device,
+    batch_size: int = 500,
+    inception_weights: Path | None = None,
+    cache_dir: Path | None = None,
+) -> dict[str, float]:
+    """The metrics of FAKE against REAL under the runs' keys: domain FID, KID, precision and
+    recall; mode coverage and class KL when the network predicts classes; the Inception ones
+    when weights are given."""
+    if real.images.shape[1:] != fake.images.shape[1:]:
+        raise ImageFileError(
+            f"REAL images are {_shape(tuple(real.images.shape[1:]))} and FAKE images "
+            f"{_shape(tuple(fake.images.shape[1:]))}; bring both to one size with --image-size "
+            "(and --crop, --channels)"
+        )
+    network = network.to(device).eval()
+    real_out = domain.extract(network, real.images, batch_size, device)
+    fake_out = domain.extract(network, fake.images, batch_size, device)
+    metrics = fidelity.feature_metrics(
+        "domain", fake_out.features, real_out.features, KID_SUBSET_SIZE, prc=True
+    )
+    if network.task == domain.CLASSES:
+        covered, kl = mode_coverage(
+            fake_out.logits.argmax(1), real_out.logits.argmax(1), network.num_classes
+        )
+        metrics[keys.MODES_COVERED] = covered
+        metrics[keys.CLASS_KL] = kl
+    if inception_weights is not None:
+        real_name = "score-" + hashlib.sha256(real.images.numpy().tobytes()).hexdigest()[:12]
+        metrics |= fidelity.fidelity_metrics(
+            fake.images,
+            real.images,
+            "inception",
+            real_name,
+            batch_size=batch_size,
+            device=device,
+            inception_weights=inception_weights,
+            kid_subset_size=KID_SUBSET_SIZE,
+            cache_dir=cache_dir or default_cache_dir(),
+        )
+    return metrics

@@ -1,0 +1,180 @@
+"""The statistics of a report: mean / sample std (ddof=1) / 95 % Student t-interval / n per
+variant and metric (`summarize`), each variant's finished, failed and missing cells
+(`cell_counts`), and `significance`: the best variant of each headline metric against every other
+one (Welch's t-test over seeds), all these comparisons corrected together (Holm-Bonferroni),
+which decides the best-mark of a column.
+
+Every function here takes a plain DataFrame of cells (columns label, seed, status and one column
+per metric key), so the statistics can be checked on hand-built frames.
+"""
+
+from __future__ import annotations
+
+import statistics
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from bench import keys
+from bench.metrics.table import Metric
+
+ALPHA = 0.05  # family-wise level (Holm) of the Welch tests behind "beyond seed noise"
+CONFIDENCE = 0.95  # of the Student t-interval of each mean over seeds
+SEEDS = ("seeds", "n")  # summary column: finished cells (seeds) of the variant
+
+
+def summarize(cells: pd.DataFrame, metrics: list[Metric], variants: list[str]) -> pd.DataFrame:
+    """Finished cells -> one row per variant; columns (metric key, "mean" | "std" | "ci" | "n"),
+    with the sample std (ddof=1; NaN for one seed) and "ci" the half-width of the CONFIDENCE
+    Student t-interval of the mean over seeds (NaN below two seeds), and SEEDS. Variants without
+    finished cells have n = 0."""
+    by_variant = cells[cells["status"] == keys.STATUS_FINISHED].groupby("label")
+    columns = {}
+    for metric in metrics:
+        values = by_variant[metric.key].agg(["mean", "std", "count"]).reindex(variants)
+        count = values["count"].fillna(0).astype(int)
+        columns[(metric.key, "mean")] = values["mean"]
+        columns[(metric.key, "std")] = values["std"]
+        columns[(metric.key, "ci")] = t_half_width(values["std"], count)
+        columns[(metric.key, "n")] = count
+    columns[SEEDS] = by_variant.size().reindex(variants).fillna(0).astype(int)
+    return pd.DataFrame(columns, index=pd.Index(variants, name="label"))
+
+
+def t_half_width(std: pd.Series, n: pd.Series) -> pd.Series:
+    """Half-width of the two-sided CONFIDENCE Student t-interval of a mean over n seeds,
+    t_{(1+CONFIDENCE)/2, n-1} * sd / sqrt(n); NaN below two seeds (no interval from one value)."""
+    enough = n >= 2
+    df = (n - 1).where(enough).astype(float)
+    quantile = stats.t.ppf((1 + CONFIDENCE) / 2, df)
+    return (quantile * std / np.sqrt(n.where(enough).astype(float))).where(enough)
+
+
+def cell_counts(cells: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+    """Per variant: its cells, and how many finished, failed (the run failed, diverged or was
+    killed) and are missing (never run, or still running / its process died)."""
+    status = cells["status"]
+    flags = pd.DataFrame(
+        {
+            "cells": 1,
+            "finished": status == keys.STATUS_FINISHED,
+            "failed": status == keys.STATUS_FAILED,
+            "missing": ~status.isin([keys.STATUS_FINISHED, keys.STATUS_FAILED]),
+        }
+    )
+    counts = flags.groupby(cells["label"]).sum().reindex(variants)
+    return counts.fillna(0).astype(int)
+
+
+@dataclass
+class Versus:
+    label: str
+    values: list[float]
+    p_value: float | None  # raw Welch p; None: not testable (one seed on a side, or no spread)
+    adjusted_p: float | None = None  # Holm-adjusted over the report's family (holm_adjust)
+
+    @property
+    def verdict(self) -> str:
+        if self.p_value is None:
+            return "not testable"
+        if self.adjusted_p is None:
+            return "not corrected"  # compare() alone: holm_adjust decides
+        return "beyond seed noise" if self.adjusted_p < ALPHA else "within seed noise"
+
+
+@dataclass
+class Comparison:
+    metric: Metric
+    best: str  # best mean (the first in variant order among equal means)
+    best_values: list[float]
+    others: list[Versus]  # every other variant with values, by mean: runner-up first
+
+    @property
+    def winner(self) -> str | None:
+        """The best variant where it is beyond seed noise of every other variant after the Holm
+        correction (so of the runner-up too), else None: a best mean alone earns no mark."""
+        if not self.others:
+            return None
+        beyond = all(v.verdict == "beyond seed noise" for v in self.others)
+        return self.best if beyond else None
+
+    @property
+    def tied(self) -> list[str]:
+        """The best and every variant it is not separated from (not significant after the
+        correction, or not testable); just the best where it is the winner."""
+        return [self.best] + [v.label for v in self.others if v.verdict != "beyond seed noise"]
+
+
+@dataclass
+class Significance:
+    comparisons: list[Comparison]  # one per headline metric with values
+    family_size: int  # testable comparisons, corrected together
+
+    @property
+    def untestable(self) -> int:
+        return sum(v.p_value is None for c in self.comparisons for v in c.others)
+
+    def comparison(self, key: str) -> Comparison | None:
+        return next((c for c in self.comparisons if c.metric.key == key), None)
+
+
+def significance(cells: pd.DataFrame, metrics: list[Metric], variants: list[str]) -> Significance:
+    """Best against every other variant for each headline metric, with one Holm correction over
+    every testable comparison of the report."""
+    comparisons = [compare(cells, m, variants) for m in metrics if m.headline]
+    comparisons = [c for c in comparisons if c is not None]
+    return Significance(comparisons, holm_adjust(comparisons))
+
+
+def holm_adjust(comparisons: list[Comparison]) -> int:
+    """Holm-Bonferroni over all testable comparisons of all the given metrics as one family
+    (testing several metrics and variants at 5 % each would find "real" gaps by chance); sets
+    each one's adjusted_p and returns the family size. Untestable ones are not in the family."""
+    family = [v for c in comparisons for v in c.others if v.p_value is not None]
+    if family:
+        _, adjusted, _, _ = multipletests([v.p_value for v in family], ALPHA, method="holm")
+        for versus, p_value in zip(family, adjusted, strict=True):
+            versus.adjusted_p = float(p_value)
+    return len(family)
+
+
+def compare(cells: pd.DataFrame, metric: Metric, variants: list[str]) -> Comparison | None:
+    """The best variant (by mean) against every other variant with values: raw p-values of
+    Welch's two-sided t-test over the per-seed values (holm_adjust corrects them)."""
+    finished = cells[(cells["status"] == keys.STATUS_FINISHED)]
+    if metric.key not in finished or metric.lower_is_better is None:
+        return None
+    values = {
+        label: finished.loc[finished["label"] == label, metric.key].dropna().tolist()
+        for label in variants
+    }
+    values = {label: v for label, v in values.items() if v}
+    if not values:
+        return None
+    sign = 1 if metric.lower_is_better else -1
+    ranked = sorted(values, key=lambda label: sign * statistics.fmean(values[label]))  # stable
+    best = ranked[0]
+    others = [
+        Versus(label, values[label], welch_p_value(values[best], values[label]))
+        for label in ranked[1:]
+    ]
+    return Comparison(metric, best, values[best], others)
+
+
+def welch_p_value(a: list[float], b: list[float]) -> float | None:
+    """Two-sided p-value of Welch's t-test (unequal variances); None when it cannot be computed:
+    fewer than two values on a side, or no spread on either side."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    spread = statistics.variance(a) + statistics.variance(b)
+    if spread <= 1e-12 * max(1.0, *(x * x for x in a + b)):
+        return None  # identical (or numerically identical) values: nothing to test
+    with warnings.catch_warnings():
+        # scipy warns about precision loss when one side's values are nearly equal; the p-value
+        # is still the right one for the data as logged
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)

@@ -1,0 +1,330 @@
+"""The lifecycle of one cell, in whichever process an executor runs it.
+
+For each cell: continue its interrupted run if a local checkpoint of that run exists
+(bench/run/checkpoint.py); otherwise start a run. Then build the model (seeded), train
+(checkpointing every budget.checkpoint_every steps), evaluate, log artifacts and finish the run. A
+cell that diverges or raises is ended as failed with its reason and keeps its last good checkpoint;
+its outcome goes back to the executor, and the suite goes on.
+
+Also here: what every executor shares. `execute` runs one cell in a SuiteContext
+(bench/run/context.py) and returns its Outcome; `record` files an outcome in the Summary. An
+executor is anything that runs a list of (progress prefix, cell) pairs and records each outcome
+(see `Executor`): `run_cells` below (one after another, in this process), bench/run/parallel.py
+(worker processes) and bench/run/ray_executor.py (Ray tasks). None of them knows about suites'
+stages (bench/run/runner.py).
+
+While cells run, the first SIGINT (Ctrl-C) or SIGTERM stops training at the next step boundary
+with a checkpoint, marks the run KILLED and ends the suite (Summary.interrupted); a second Ctrl-C
+stops at once (KeyboardInterrupt, the run is marked KILLED and resumes from its previous
+checkpoint). A process killed outright (SIGKILL, power loss) leaves its run RUNNING: the next
+`bench run` resumes it from its checkpoint, or ends it as KILLED and starts over when it had none.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torchvision.utils import save_image
+
+import models
+from bench import keys, tracking
+from bench.data.images import to_unit_range
+from bench.metrics import evaluate
+from bench.run import checkpoint
+from bench.run.context import SuiteContext, stop_on_signals
+from bench.run.train import (
+    Diverged,
+    Interrupted,
+    steps_per_epoch,
+    total_steps,
+    train,
+)
+from bench.suite.expand import Cell
+from bench.tracking import served_model
+
+
+@dataclass
+class Summary:
+    finished: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    interrupted: str | None = None  # the signal ("SIGINT", "SIGTERM") that stopped the suite
+    interrupted_at: dict[str, int] = field(default_factory=dict)  # cell -> step it resumes from
+    not_run: list[str] = field(default_factory=list)  # cells never started (interruption)
+    # search trials that failed: counted as the worst value by the search, not a failed suite
+    trials_failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and self.interrupted is None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one cell's attempt ended: finished (no reason), failed (reason), or interrupted by a
+    signal at a step (a checkpoint was saved there)."""
+
+    reason: str | None = None
+    interrupted: str | None = None
+    step: int | None = None
+
+
+def record(summary: Summary, cell: Cell, outcome: Outcome) -> None:
+    if outcome.interrupted is not None:
+        summary.interrupted = summary.interrupted or outcome.interrupted
+        summary.interrupted_at[cell.name] = outcome.step
+    elif outcome.reason is None:
+        summary.finished.append(cell.name)
+    elif cell.trial is not None:
+        summary.trials_failed.append((cell.name, outcome.reason))
+    else:
+        summary.failed.append((cell.name, outcome.reason))
+
+
+class Executor(Protocol):
+    """The interface every executor offers the suite runner: run these (progress prefix, cell)
+    pairs and record each cell's outcome in `summary` (finished, failed with its reason, or
+    interrupted: then summary.interrupted and summary.not_run say what is left)."""
+
+    def __call__(self, todo: list[tuple[str, Cell]], summary: Summary) -> None: ...
+
+
+def execute(cell: Cell, context: SuiteContext, prefix: str) -> Outcome:
+    """Run one cell in this process (any executor's worker) and say how it ended."""
+    try:
+        reason = run_cell(cell, context, prefix)
+    except Interrupted as err:
+        context.echo(f"{prefix}: {err}, checkpoint saved")
+        return Outcome(interrupted=err.reason, step=err.step)
+    context.echo(f"{prefix}: finished" if reason is None else f"{prefix}: FAILED: {reason}")
+    return Outcome(reason=reason)
+
+
+def run_cells(todo: list[tuple[str, Cell]], summary: Summary, context: SuiteContext) -> None:
+    """Every cell in order in this process; the first SIGINT/SIGTERM ends the loop (see the
+    module docstring)."""
+    with stop_on_signals(context.echo) as context.stop:
+        for position, (prefix, cell) in enumerate(todo):
+            if context.stop.received:
+                summary.interrupted = context.stop.received
+                summary.not_run += [c.name for _, c in todo[position:]]
+                return
+            outcome = execute(cell, context, prefix)
+            record(summary, cell, outcome)
+            if outcome.interrupted is not None:
+                summary.not_run += [c.name for _, c in todo[position + 1 :]]
+                return
+
+
+def fail_lost_cell(context: SuiteContext, cell: Cell, reason: str) -> None:
+    """End the runs a lost worker left RUNNING for `cell` as failed (its checkpoint stays, but a
+    failed run starts over on the next `bench run`)."""
+    for run in tracking.running_runs(context.client, context.experiment, cell.id):
+        tracking.fail(context.client, run.info.run_id, reason)
+
+
+def open_cell_run(cell: Cell, context: SuiteContext, folder: Path, prefix: str):
+    """(run id, checkpoint or None): the cell's interrupted run with its checkpoint when one is
+    here, else a new run. Runs of the cell left RUNNING by a killed process that cannot be resumed
+    are ended as KILLED, so that no run stays RUNNING forever."""
+    client, experiment, echo = context.client, context.experiment, context.echo
+    saved = None
+    if not context.rerun:
+        try:
+            saved = checkpoint.load(folder)
+        except checkpoint.CheckpointError as err:
+            echo(f"{prefix}: {err}; starting over")
+    device = context.evaluator.device.type
+    if saved is not None and saved.get("device") != device:
+        echo(
+            f"{prefix}: checkpoint in {folder} is from {saved.get('device')}, not {device}; "
+            "starting over"
+        )
+        saved = None
+    if saved is not None and not tracking.resumable(client, experiment, cell.id, saved["run_id"]):
+        saved = None  # its run failed (it would fail again), or belongs to another store
+    resumed = saved["run_id"] if saved is not None else None
+    for run in tracking.running_runs(client, experiment, cell.id):
+        if run.info.run_id != resumed:
+            why = "--rerun starts over" if context.rerun else f"none usable in {folder}"
+            reason = f"interrupted before the first checkpoint ({why})"
+            tracking.fail(client, run.info.run_id, reason, killed=True)
+    if saved is not None:
+        tracking.reopen(client, resumed)
+        echo(f"{prefix}: resuming run {resumed} from step {saved['step']} ({folder})")
+        return resumed, saved
+    checkpoint.remove(folder)  # a failed run's last good checkpoint: this cell starts over
+    tags = dict(context.tags)
+    if context.evaluator.inception_skip_reason:
+        tags[keys.TAG_INCEPTION_SKIPPED] = context.evaluator.inception_skip_reason
+    return tracking.start_cell_run(client, experiment, cell, tags, context.evaluator.data), None
+
+
+def run_cell(cell: Cell, context: SuiteContext, description: str) -> str | None:
+    """Train and evaluate one cell into its own MLflow run; None on success, else the reason.
+    Raises Interrupted (after a checkpoint) when a stop signal arrived during training."""
+    started = time.perf_counter()
+    client, evaluator, train_images = context.client, context.evaluator, context.train_images
+    folder = checkpoint.cell_folder(context.checkpoint_root, cell.suite, cell.id)
+    run_id, resume = open_cell_run(cell, context, folder, description)
+    # A resumed run already holds the metrics its first life logged, possibly past the checkpoint:
+    # those steps are computed again (identically on the CPU) but not logged twice.
+    logged_until = tracking.last_logged_step(client, run_id) if resume else 0
+    saved_step = int(resume["step"]) if resume else None
+    try:
+        torch.manual_seed(cell.seed)
+        budget = cell.budget
+        model = models.build(
+            cell.variant.model,
+            cell.variant.options,
+            evaluator.data.image_shape,
+            cell.hparams(),
+            evaluator.device,
+        )
+        if cell.compute.compile:
+            model.compile_networks()
+        num_steps = total_steps(len(train_images), budget.batch_size, budget.epochs, budget.steps)
+
+        def log_losses(step: int, means: dict[str, float]) -> None:
+            if step > logged_until:
+                values = {keys.train_key(name): value for name, value in means.items()}
+                tracking.log_metrics(client, run_id, values, step)
+
+        def save_checkpoint(step: int, state: dict) -> None:
+            nonlocal saved_step
+            bookkeeping = {"cell_id": cell.id, "run_id": run_id, "device": evaluator.device.type}
+            checkpoint.save(folder, state | bookkeeping)
+            saved_step = step
+
+        periodic = None
+        if cell.evaluation.every_epochs:
+
+            def evaluate_during_training(step: int) -> None:
+                # evaluated again even when already logged: training must see the same state
+                metrics, _ = evaluate.evaluate(model, evaluator, cell.seed, cheap=True)
+                if step > logged_until:
+                    tracking.log_metrics(client, run_id, metrics, step)
+
+            every = cell.evaluation.every_epochs * steps_per_epoch(
+                len(train_images), budget.batch_size
+            )
+            periodic = (every, evaluate_during_training)
+
+        result = train(
+            model,
+            train_images,
+            budget.batch_size,
+            num_steps,
+            cell.seed,
+            budget.log_every,
+            log_losses,
+            progress=context.progress,
+            description=description,
+            periodic=periodic,
+            checkpoint=(budget.checkpoint_every, save_checkpoint),
+            resume=resume,
+            stop_requested=context.stop,
+            precision=cell.compute.precision,
+            # a step is one generator update (its critic steps included), or one batch
+            calls_per_step=model.n_critic if budget.parity == "generator_updates" else 1,
+        )
+        metrics, images = evaluate.evaluate(model, evaluator, cell.seed)
+        tracking.log_metrics(client, run_id, metrics, num_steps)
+        log_artifacts(client, run_id, cell, model, images, context.suite_text)
+        log_served_model(client, run_id, cell, model, evaluator, num_steps)
+        timings = {
+            **model.update_counts(budget.batch_size),  # generator_updates, ... (bench/keys.py)
+            keys.TRAIN_SECONDS: result.seconds,
+            keys.TRAIN_IMAGES_PER_S: result.images_per_second,
+            keys.CELL_SECONDS: time.perf_counter() - started,
+        }
+        tracking.log_metrics(client, run_id, timings, num_steps)
+        tracking.set_note(client, run_id, tracking.run_note(cell, run_id, metrics | timings))
+        tracking.finish(client, run_id)
+        checkpoint.remove(folder)  # the final weights are in the run's artifacts now
+        return None
+    except Interrupted as err:
+        tracking.fail(client, run_id, str(err), killed=True)
+        raise
+    except KeyboardInterrupt:
+        tracking.fail(
+            client, run_id, "interrupted (Ctrl-C twice)" + _kept(saved_step, folder), killed=True
+        )
+        raise
+    except Diverged as err:
+        reason = str(err) + _kept(saved_step, folder)
+        tracking.fail(client, run_id, reason)
+        return reason
+    except Exception as err:  # one cell's failure (e.g. out of memory) must not stop the suite
+        reason = f"{type(err).__name__}: {err}".splitlines()[0] + _kept(saved_step, folder)
+        tracking.fail(client, run_id, reason + "\n" + traceback.format_exc())
+        return reason
+
+
+def _kept(step: int | None, folder: Path) -> str:
+    if step is None:
+        return ""
+    return f"; last good checkpoint: step {step} in {folder / checkpoint.FILE}"
+
+
+def log_artifacts(client, run_id: str, cell: Cell, model, images: dict, suite_text: str) -> None:
+    """The suite, the cell's config, the evaluation's image grids (decoded by evaluate.evaluate
+    under the same batch-norm statistics as the metrics) and the final weights."""
+    columns = evaluate.grid_columns(cell.evaluation.grid_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / keys.ARTIFACT_SUITE).write_text(suite_text)
+        (folder / keys.ARTIFACT_CONFIG).write_text(
+            json.dumps({"cell_id": cell.id, "suite": cell.suite, **cell.config()}, indent=2)
+        )
+        save_image(images["samples"], folder / keys.ARTIFACT_SAMPLES, nrow=columns)
+        if images.get("reconstructions") is not None:
+            save_image(
+                images["reconstructions"], folder / keys.ARTIFACT_RECONSTRUCTIONS, nrow=columns
+            )
+        strips = images.get("interpolation")
+        if strips is not None and len(strips):
+            save_image(
+                to_unit_range(strips.flatten(0, 1)).cpu(),
+                folder / keys.ARTIFACT_INTERPOLATION,
+                nrow=strips.shape[1],
+            )
+        checkpoint_dir = folder / keys.ARTIFACT_CHECKPOINT_DIR
+        checkpoint_dir.mkdir()
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizers": model.optimizer_state(),
+                "config": cell.config(),
+            },
+            checkpoint_dir / keys.CHECKPOINT_FILE,
+        )
+        client.log_artifacts(run_id, str(folder))
+
+
+def log_served_model(client, run_id: str, cell: Cell, model, evaluator, step: int) -> None:
+    """The trained model as an MLflow model (bench/tracking/served_model.py), loadable as
+    runs:/<run id>/model, with the decoder's batch-norm statistics of the evaluation blocks it
+    was scored in (prior samples; reconstructions for a model with an encoder)."""
+    statistics = {}
+    for latents in ("prior", "encoded") if model.has_encoder else ("prior",):
+        with evaluate.decoder_statistics(model, evaluator, cell.seed, latents):
+            statistics[latents] = served_model.batch_norm_state(model.decoder)
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = served_model.save(model, statistics, Path(tmp))
+        tracking.log_model(
+            client,
+            run_id,
+            served_model.__file__,
+            artifacts,
+            served_model.signature(model.image_shape),
+            served_model.requirements(),
+            step,
+        )

@@ -1,0 +1,311 @@
+"""Running a suite: its stages, on the executor the user chose.
+
+A suite without a search has one stage, its cells. A suite with a `search:` block has two: every
+variant's trials (nested under one parent run per variant), then, once a variant's trials have all
+ended, its best setting with the follow-up seeds (bench/run/search.py chooses). Every stage skips
+the cells the store already holds a finished run of, so a rerun after an interruption continues
+whichever stage it stopped in. Each stage goes to one executor (bench/run/cell.py `Executor`): one
+cell after another here, worker processes (bench/run/parallel.py) or Ray tasks
+(bench/run/ray_executor.py).
+
+Everything a user can get wrong (suite, device, data, checkpoint folder, tracking store) is checked
+before anything is written to the store.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import yaml
+
+from bench import keys, tracking
+from bench.data.cache import default_cache_dir
+from bench.metrics import table
+from bench.metrics.settings import EvaluationConfig
+from bench.run import checkpoint
+from bench.run.cell import Executor, Summary, run_cells
+from bench.run.context import RunSettings, SuiteContext, build_context, load_suite_data
+from bench.run.train import select_device
+from bench.suite.expand import Cell, expand
+from bench.suite.schema import Suite, SuiteError
+from bench.suite.search import best_trial, follow_up_cells, search_id, trial_cells
+
+
+def check_inception_weights(evaluation: EvaluationConfig) -> None:
+    path = evaluation.inception_weights
+    if not path or "inception" not in evaluation.feature_extractors:
+        return
+    weights = Path(path).expanduser()
+    if not weights.is_file():
+        raise SuiteError(
+            f"evaluation.inception_weights: no file at {path}; give the path of "
+            "pt_inception-2015-12-05-6726825d.pth, or null to use torch hub's cache"
+        )
+    # torch-fidelity unpickles this file (weights_only=False): accept only plain tensors.
+    try:
+        torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise SuiteError(
+            f"evaluation.inception_weights: {path} is not a plain state dict of tensors "
+            f"({reason[:200]}); refusing to unpickle it"
+        ) from None
+
+
+EXECUTORS = ("local", "ray")
+
+
+def run_suite(
+    suite: Suite,
+    tracking_uri: str | None = None,
+    device: str = "auto",
+    data_root: str | None = None,
+    rerun: bool = False,
+    progress: bool = True,
+    echo=print,
+    suite_text: str | None = None,
+    checkpoint_dir: str | Path | None = None,
+    parallel: int = 1,
+    executor: str = "local",
+    ray_address: str | None = None,
+    gpus_per_cell: float | None = None,
+    ray_init: dict | None = None,
+) -> Summary:
+    """Run every cell of `suite`: one after another (parallel=1), in `parallel` worker processes
+    on this machine (bench/run/parallel.py), or as Ray tasks (executor="ray",
+    bench/run/ray_executor.py; ray_address None starts a local Ray instance, ray_init adds
+    keyword arguments to ray.init)."""
+    if executor not in EXECUTORS:
+        raise SuiteError(f"--executor {executor!r} is unknown; use one of {', '.join(EXECUTORS)}")
+    if parallel < 1:
+        raise SuiteError(f"--parallel {parallel} must be at least 1")
+    cells = expand(suite) if suite.search is None else trial_cells(suite)
+    # Ray workers choose their device themselves (the driver may have no GPU)
+    target = select_device(device if executor == "local" else "auto")
+    data = load_suite_data(suite, data_root)
+    check_inception_weights(suite.evaluation)
+    checkpoint_root = Path(checkpoint_dir or checkpoint.DEFAULT_ROOT).resolve()
+    checkpoint.check_writable(checkpoint_root)
+    if executor == "ray":
+        from bench.run import ray_executor
+
+        ray_executor.check_installed()
+    with checkpoint.suite_lock(checkpoint_root, suite.name):
+        # Every input the user can get wrong is checked by now: only from here on is the store
+        # touched.
+        client = tracking.connect(tracking_uri)
+        how = f"{parallel} processes on {target}" if parallel > 1 else str(target)
+        if executor == "ray":
+            how = f"Ray ({ray_address or 'local instance'})"
+        what = f"{len(cells)} cells"
+        if suite.search is not None:
+            what = f"a search of {len(cells)} trials, then the seeds of each variant's best,"
+        echo(
+            f"suite {suite.name}: {what} on {how}, {data.name} from {data.source} "
+            f"({len(data.train.images)} train / {len(data.eval.images)} eval images"
+            + (f", {data.preprocessing.describe()}" if not data.preprocessing.is_identity else "")
+            + "), "
+            f"tracking {client.tracking_uri}"
+        )
+        settings = RunSettings(
+            suite=suite,
+            suite_text=suite_text or yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False),
+            tracking_uri=tracking.absolute_uri(client.tracking_uri),
+            device=str(target),
+            data_root=str(Path(data_root).resolve()) if data_root else None,
+            checkpoint_root=str(checkpoint_root),
+            rerun=rerun,
+            cache_dir=str(default_cache_dir().resolve()),
+        )
+        context = build_context(settings, echo, progress, client=client, data=data)
+        evaluator = context.evaluator
+        echo(
+            f"evaluation: {suite.evaluation.num_samples} samples vs {len(data.eval.images)} "
+            f"{suite.dataset.eval_split} images; feature spaces: {', '.join(evaluator.spaces)} "
+            f"(domain classifier test accuracy {evaluator.classifier_accuracy:.4f})"
+        )
+        summary = Summary()
+        run_stage = stage_runner(
+            context,
+            settings,
+            parallel,
+            executor,
+            ray_address,
+            gpus_per_cell,
+            ray_init or {},
+            device,
+        )
+        if suite.search is None:
+            run_stage(pending(cells, context, summary), summary)
+        else:
+            run_search(suite, cells, context, summary, run_stage)
+    echo_summary(suite.name, summary, echo)
+    return summary
+
+
+def stage_runner(
+    context: SuiteContext,
+    settings: RunSettings,
+    parallel: int,
+    executor: str,
+    ray_address: str | None,
+    gpus_per_cell: float | None,
+    ray_init: dict,
+    device: str,
+) -> Executor:
+    """The chosen executor as one function: run_stage(todo, summary) runs the (prefix, cell)
+    pairs of `todo` and records each cell's outcome in `summary`."""
+    if executor == "ray":
+        from bench.run import ray_executor
+
+        evaluator = context.evaluator
+        settings = replace(
+            settings,
+            device=device,
+            cache_dir=None,
+            classifier=(evaluator.classifier_path.name, evaluator.classifier_path.read_bytes()),
+        )
+
+        def run_on_ray(todo, summary):
+            if todo:
+                ray_executor.run_cells(
+                    todo, summary, context, settings, ray_address, gpus_per_cell, ray_init
+                )
+
+        return run_on_ray
+    if parallel > 1:
+        from bench.run import parallel as local_parallel
+
+        def run_in_processes(todo, summary):
+            if len(todo) > 1:
+                local_parallel.run_cells(todo, summary, context, settings, parallel)
+            else:
+                run_cells(todo, summary, context)
+
+        return run_in_processes
+    return lambda todo, summary: run_cells(todo, summary, context)
+
+
+def pending(
+    cells: list[Cell], context: SuiteContext, summary: Summary, failed_ends: bool = False
+) -> list[tuple[str, Cell]]:
+    """(progress prefix, cell) of every cell to run; cells with a finished run are skipped, and
+    with `failed_ends` (search trials) so are cells whose run failed: a failed trial is an
+    outcome, the worst value, not a cell to try again."""
+    todo = []
+    client, experiment = context.client, context.experiment
+    for index, cell in enumerate(cells, 1):
+        prefix = f"[{index}/{len(cells)}] {cell.name}"
+        if not context.rerun and tracking.finished_run(client, experiment, cell.id):
+            context.echo(
+                f"{prefix}: skipped, finished run exists for cell {cell.id} (--rerun to redo)"
+            )
+            summary.skipped.append(cell.name)
+        elif failed_ends and not context.rerun and tracking.failed_run(client, experiment, cell.id):
+            context.echo(f"{prefix}: skipped, this trial failed before (it counts as the worst)")
+            summary.skipped.append(cell.name)
+        else:
+            todo.append((prefix, cell))
+    return todo
+
+
+def run_search(
+    suite: Suite, trials: list[Cell], context: SuiteContext, summary: Summary, run_stage
+) -> None:
+    """Stage 1: every variant's trials, nested under one parent run per variant. Stage 2, once a
+    variant's trials have all ended: its best trial's setting with the follow-up seeds. A rerun
+    after an interruption continues whichever stage it stopped in."""
+    from bench.run import search  # reads the trials' outcomes back from the store
+
+    client, experiment, echo = context.client, context.experiment, context.echo
+    labels = list(dict.fromkeys(cell.variant.label for cell in trials))
+    by_label = {label: [c for c in trials if c.variant.label == label] for label in labels}
+    tagged = []
+    for label in labels:
+        sid = search_id(suite, by_label[label])
+        parent = tracking.search_parent_run(
+            client, experiment, suite.name, label, sid, new=context.rerun
+        )
+        run_tags = ((keys.TAG_SEARCH_ID, sid), (keys.TAG_PARENT_RUN, parent))
+        by_label[label] = [replace(c, run_tags=run_tags) for c in by_label[label]]
+        tagged += by_label[label]
+    run_stage(pending(tagged, context, summary, failed_ends=True), summary)
+    if summary.interrupted:
+        return
+    metric = suite.search.select
+    lower = table.selection_metrics()[metric]
+    finals = []
+    for label in labels:
+        cells = by_label[label]
+        sid, parent = (
+            dict(cells[0].run_tags)[k] for k in (keys.TAG_SEARCH_ID, keys.TAG_PARENT_RUN)
+        )
+        results = search.trial_results(client, experiment, cells, metric)
+        if len(results) < len(cells):
+            reason = f"{len(cells) - len(results)} of {len(cells)} trials have not ended"
+            echo(f"{label}: no best setting chosen: {reason}; rerun to finish them")
+            summary.failed.append((f"{label}/search", reason))
+            continue
+        best = best_trial(results, lower)
+        search.log_choice(client, parent, suite, results, best)
+        failed = sum(1 for r in results if r.value is None)
+        if best is None:
+            reason = f"all {len(results)} trials failed: nothing to choose"
+            echo(f"{label}: {reason}")
+            summary.failed.append((f"{label}/search", reason))
+            continue
+        echo(
+            f"{label}: best of {len(results)} trials ({failed} failed) is trial "
+            f"{best.cell.trial}, {metric} {best.value:.4g}"
+        )
+        run_tags = ((keys.TAG_SEARCH_ID, sid),)
+        finals += [replace(c, run_tags=run_tags) for c in follow_up_cells(suite, best.cell)]
+    run_stage(pending(finals, context, summary), summary)
+
+
+def echo_summary(name: str, summary: Summary, echo) -> None:
+    counts = (
+        f"suite {name}: {len(summary.finished)} finished, {len(summary.skipped)} skipped, "
+        f"{len(summary.failed)} failed"
+    )
+    if summary.interrupted:
+        counts += f", {len(summary.not_run)} not run: interrupted by {summary.interrupted}"
+    for name, step in summary.interrupted_at.items():
+        counts += f"; {name} resumes from step {step}"
+    echo(counts)
+    for title, names in (
+        ("finished", summary.finished),
+        ("skipped", summary.skipped),
+        ("not run", summary.not_run),
+    ):
+        if names:
+            echo(f"  {title}: {', '.join(names)}")
+    for name, reason in summary.failed:
+        echo(f"  failed {name}: {reason}")
+    if summary.trials_failed:
+        echo(
+            f"  {len(summary.trials_failed)} search trials failed (each counts as the worst value):"
+        )
+    for name, reason in summary.trials_failed:
+        echo(f"    {name}: {reason}")
+
+
+def resume_command(
+    suite_file: str,
+    overrides: tuple[str, ...],
+    options: dict[str, str | None],
+    compile_networks: bool | None,
+) -> str:
+    """The `bench run` command that resumes this one: the same suite, overrides and options (those
+    given), without --rerun (which would start the cells over)."""
+    again = ["bench", "run", suite_file]
+    for override in overrides:
+        again += ["--set", override]
+    for option, value in options.items():
+        again += [option, value] if value else []
+    if compile_networks is not None:
+        again.append("--compile" if compile_networks else "--no-compile")
+    return shlex.join(again)

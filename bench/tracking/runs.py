@@ -1,0 +1,195 @@
+"""Runs of cells: started (tagged, params, dataset inputs), reopened to resume, logged to in
+batches, and ended (finished, failed or killed with a reason); search parent runs; the logged model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+from mlflow.models import Model
+from mlflow.tracking import MlflowClient
+
+from bench import keys
+from bench.suite.expand import Cell
+from bench.tracking.inputs import dataset_inputs, log_inputs
+
+if TYPE_CHECKING:
+    from bench.data.images import ImageData
+
+
+MAX_BATCH = 900  # MLflow accepts at most 1000 metrics / 100 params per log_batch call
+
+
+def reopen(client: MlflowClient, run_id: str) -> None:
+    """Mark an interrupted run as running again, without the status of its interruption."""
+    client.update_run(run_id, status="RUNNING")
+    tags = client.get_run(run_id).data.tags
+    for key in (keys.TAG_STATUS, keys.TAG_FAILURE):
+        if key in tags:
+            client.delete_tag(run_id, key)
+
+
+def last_logged_step(client: MlflowClient, run_id: str) -> int:
+    """The largest step any metric of the run was logged at (0 when none): a resumed run logs only
+    later steps, so that its histories hold each step once."""
+    names = client.get_run(run_id).data.metrics
+    steps = [m.step for name in names for m in client.get_metric_history(run_id, name)]
+    return max(steps, default=0)
+
+
+def start_cell_run(
+    client: MlflowClient,
+    experiment: str,
+    cell: Cell,
+    extra_tags: dict[str, str] | None = None,
+    data: ImageData | None = None,
+) -> str:
+    """A new run for the cell: its tags, its resolved configuration as params and, given the
+    data, its training and evaluation splits as dataset inputs."""
+    tags = {
+        **(extra_tags or {}),
+        keys.TAG_STAGE: keys.STAGE_TRIAL if cell.trial is not None else keys.STAGE_FINAL,
+        **dict(cell.run_tags),
+        keys.TAG_SUITE: cell.suite,
+        keys.TAG_CELL_ID: cell.id,
+        keys.TAG_VARIANT_ID: cell.variant_id,
+        keys.TAG_MODEL: cell.variant.model,
+        keys.TAG_LABEL: cell.variant.label,
+        keys.TAG_VARIANT: cell.variant.label,
+        keys.TAG_SEED: str(cell.seed),
+    }
+    if cell.trial is not None:
+        tags[keys.TAG_TRIAL] = str(cell.trial)
+    run = client.create_run(experiment, tags=tags, run_name=cell.run_name)
+    params = [Param(k, str(v)) for k, v in sorted(flatten(cell.config()).items())]
+    for i in range(0, len(params), 90):
+        client.log_batch(run.info.run_id, params=params[i : i + 90])
+    if data is not None:
+        log_inputs(client, run.info.run_id, dataset_inputs(data, cell))
+    return run.info.run_id
+
+
+def log_model(
+    client: MlflowClient,
+    run_id: str,
+    code_path: str,
+    artifacts: dict[str, str],
+    signature,
+    pip_requirements: list[str],
+    step: int,
+) -> None:
+    """Log a pyfunc model from code (`code_path` calls mlflow.models.set_model) as the run's
+    logged model `model`, loadable as runs:/<run id>/model; the run's metrics at `step` are
+    linked to it (MLflow's Models tab shows them)."""
+    experiment = client.get_run(run_id).info.experiment_id
+    logged = client.create_logged_model(experiment, name=keys.ARTIFACT_MODEL, source_run_id=run_id)
+    # Model.log writes through a client of the global tracking URI: make it this client's store
+    mlflow.set_tracking_uri(client.tracking_uri)
+    with _quiet_model_logging():
+        Model.log(
+            artifact_path=None,
+            name=keys.ARTIFACT_MODEL,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            model_id=logged.model_id,
+            step=step,
+            python_model=code_path,
+            artifacts=artifacts,
+            signature=signature,
+            pip_requirements=pip_requirements,
+        )
+
+
+@contextmanager
+def _quiet_model_logging() -> Iterator[None]:
+    """Without MLflow's chatter at every logged model: a progress bar per file it copies, the
+    advice to add an input example, and a note that pip is absent (uv environments have none)."""
+    progress_bar = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
+    previous_bar = os.environ.get(progress_bar)
+    # the environment notes, and uv_utils' "Detected uv project ... Copied uv.lock" lines
+    chatty = [logging.getLogger(f"mlflow.utils.{name}") for name in ("environment", "uv_utils")]
+    previous_levels = [log.level for log in chatty]
+    os.environ[progress_bar] = "false"
+    for log in chatty:
+        log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        for log, level in zip(chatty, previous_levels, strict=True):
+            log.setLevel(level)
+        if previous_bar is None:
+            os.environ.pop(progress_bar, None)
+        else:
+            os.environ[progress_bar] = previous_bar
+
+
+def log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], step: int = 0):
+    timestamp = mlflow.utils.time.get_current_time_millis()
+    metrics = [Metric(k, float(v), timestamp, step) for k, v in values.items()]
+    for i in range(0, len(metrics), MAX_BATCH):
+        client.log_batch(run_id, metrics=metrics[i : i + MAX_BATCH])
+
+
+def set_tag(client: MlflowClient, run_id: str, key: str, value: str) -> None:
+    client.set_tag(run_id, key, value[:4000])
+
+
+def finish(client: MlflowClient, run_id: str) -> None:
+    client.log_batch(run_id, tags=[RunTag(keys.TAG_STATUS, keys.STATUS_FINISHED)])
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def fail(client: MlflowClient, run_id: str, reason: str, killed: bool = False) -> None:
+    tags = [RunTag(keys.TAG_STATUS, keys.STATUS_FAILED), RunTag(keys.TAG_FAILURE, reason[:4000])]
+    client.log_batch(run_id, tags=tags)
+    status = RunStatus.KILLED if killed else RunStatus.FAILED
+    client.set_terminated(run_id, RunStatus.to_string(status))
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    """{"budget": {"lr_g": 2e-4}} -> {"budget.lr_g": 2e-4}."""
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= flatten(value, name + ".")
+        else:
+            flat[name] = value
+    return flat
+
+
+def search_parent_run(
+    client: MlflowClient, experiment: str, suite: str, label: str, search_id: str, new: bool
+) -> str:
+    """The parent run of one variant's search (its trials nest under it): the existing one of
+    this search unless `new` (--rerun), else a fresh one."""
+    if not new:
+        runs = client.search_runs(
+            [experiment],
+            filter_string=(
+                f"tags.{keys.TAG_SEARCH_ID} = '{search_id}' "
+                f"and tags.{keys.TAG_STAGE} = '{keys.STAGE_SEARCH}'"
+            ),
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if runs:
+            return runs[0].info.run_id
+    tags = {
+        keys.TAG_SUITE: suite,
+        keys.TAG_LABEL: label,
+        keys.TAG_VARIANT: label,
+        keys.TAG_STAGE: keys.STAGE_SEARCH,
+        keys.TAG_SEARCH_ID: search_id,
+    }
+    return client.create_run(experiment, tags=tags, run_name=f"{label}-search").info.run_id
