@@ -6,19 +6,13 @@ synthetic sets generated in memory for tests.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import math
-import os
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
+
 import numpy as np
 import torch
-from bench.data import image_files
-from bench.data.preprocess import Preprocessing
-from bench.data.images import Split
-from bench.data.images import DatasetNotFound
 
+from bench.data.images import DatasetNotFound, Split
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -1,9 +1,9 @@
 """The harness's disk cache: where it lives and how files enter it.
 
 Folder: $BENCH_CACHE_DIR, else $XDG_CACHE_HOME/bench, else ~/.cache/bench. It holds the domain
-networks (bench/metrics/domain.py), the real images' features (bench/metrics/fidelity.py) and decoded image folders
-(bench/data/image_files.py). Every file is written atomically, so a reader (another suite running in
-parallel, or an interrupted run) never sees half a file.
+networks (bench/metrics/domain.py), the real images' features (bench/metrics/fidelity.py) and
+decoded image folders (bench/data/image_files.py). Every file is written atomically, so a reader
+(another suite running in parallel, or an interrupted run) never sees half a file.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-import torch
 
+import torch
 
 ENV_CACHE_DIR = "BENCH_CACHE_DIR"
 

@@ -4,21 +4,11 @@ and seeded subsets (bench/data/datasets.py `load_dataset` takes these as argumen
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import itertools
-import json
-import re
-import string
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any, Literal
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-import models
-from bench import keys
-from bench.data.preprocess import Preprocessing
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from bench.data.preprocess import Preprocessing
 
 DATASETS = (
     "mnist", "fashion-mnist", "cifar10", "synthetic", "synthetic-rgb", "folder", "npz", "celeba",

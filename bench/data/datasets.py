@@ -12,41 +12,33 @@ Inside a root, MNIST-style sets are found as gzipped or plain IDX files directly
 (Debian's layout), in <root>/<name>/, or in torchvision's <root>/MNIST/raw/ (FashionMNIST/raw/);
 CIFAR-10 in torchvision's <root>/cifar-10-batches-py/.
 
-A researcher's own images come as `folder`, `npz` or `celeba` (bench/data/image_files.py reads them);
-their root must be given (suite, --data-root or the environment variable), but CelebA's, which is
-also looked for in /usr/share/datasets/celeba and the cache. A folder without train/ and test/
-subfolders is split here with a seeded random fraction (class-stratified when labelled).
+A researcher's own images come as `folder`, `npz` or `celeba` (bench/data/image_files.py reads
+them); their root must be given (suite, --data-root or the environment variable), but CelebA's,
+which is also looked for in /usr/share/datasets/celeba and the cache. A folder without train/ and
+test/ subfolders is split here with a seeded random fraction (class-stratified when labelled).
 
-Every dataset may be preprocessed as the suite declares (bench/data/preprocess.py: centre crop, resize,
-channels). Images are kept as uint8 (N, C, H, W); training moves them to the device as uint8 and
-`to_model_range` converts each batch to float in [-1, 1]; `to_unit_range` is the one way back to
-[0, 1]. Labels are None for unlabelled data.
+Every dataset may be preprocessed as the suite declares (bench/data/preprocess.py: centre crop,
+resize, channels). Images are kept as uint8 (N, C, H, W); training moves them to the device as
+uint8 and `to_model_range` converts each batch to float in [-1, 1]; `to_unit_range` is the one
+way back to [0, 1]. Labels are None for unlabelled data.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import math
 import os
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-import numpy as np
-import torch
-from bench.data import image_files
-from bench.data.preprocess import Preprocessing
-from bench.data.images import ImageData, Split
-from bench.data.builtin import SYNTHETIC_SIZES, _download, _read_local, synthetic_split
-from bench.data.images import DatasetNotFound
 
+import torch
+
+from bench.data import image_files
+from bench.data.builtin import SYNTHETIC_SIZES, _download, _read_local, synthetic_split
+from bench.data.images import DatasetNotFound, ImageData, Split
+from bench.data.preprocess import Preprocessing
 
 ENV_ROOT = "BENCH_DATA_ROOT"
 SYSTEM_ROOT = Path("/usr/share/datasets")
 CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bench" / "datasets"
 FILE_DATASETS = ("folder", "npz", "celeba")
-
-
 
 
 def load_dataset(
@@ -155,7 +147,7 @@ def _load_files(
     cache_dir: str | Path | None,
     progress: bool,
 ) -> ImageData:
-    """A folder, an .npz or CelebA (bench/data/image_files.py); errors say which file and the fix."""
+    """A folder, an .npz or CelebA (bench/data/image_files.py); errors name the file and the fix."""
     if name == "celeba":
         return _load_celeba(root, train_split, eval_split, preprocessing, cache_dir, progress)
     if not root:

@@ -30,14 +30,15 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 import torch
 from torchvision.datasets.folder import find_classes, make_dataset
 from torchvision.io import ImageReadMode, decode_image, read_file, write_png
 from tqdm import tqdm
+
 from bench.data.cache import atomic_save, default_cache_dir
 from bench.data.preprocess import Preprocessing
-
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DECODED_FOLDER = "decoded"

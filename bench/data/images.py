@@ -5,16 +5,12 @@ digest, and the one conversion each way between uint8 and the model range [-1, 1
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import math
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
-import numpy as np
+
 import torch
-from bench.data import image_files
+
 from bench.data.preprocess import Preprocessing
 
 

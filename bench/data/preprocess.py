@@ -11,6 +11,7 @@ real-image features), so that two preprocessings of the same files never share a
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 from torchvision.transforms import v2
 
