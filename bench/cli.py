@@ -139,6 +139,15 @@ def validate(suite_file, overrides):
     help="Ray cluster to use with --executor ray (default: start a local Ray instance).",
 )
 @click.option(
+    "--lease",
+    "lease_seconds",
+    default=180.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a worker's claim on a cell may go without a heartbeat before another worker "
+    "sharing the store takes the cell over (see README: many workers).",
+)
+@click.option(
     "--gpus-per-cell",
     default=None,
     type=click.FloatRange(0, None),
@@ -160,6 +169,7 @@ def run(
     parallel,
     executor,
     address,
+    lease_seconds,
     gpus_per_cell,
 ):
     """Train and evaluate every variant x seed of SUITE_FILE, tracked in MLflow.
@@ -197,6 +207,7 @@ def run(
             "--executor": executor if executor != "local" else None,
             "--address": address,
             "--gpus-per-cell": None if gpus_per_cell is None else str(gpus_per_cell),
+            "--lease": None if lease_seconds == 180.0 else f"{lease_seconds:g}",
         },
         compile_networks,
     )
@@ -215,6 +226,7 @@ def run(
             executor=executor,
             ray_address=address,
             gpus_per_cell=gpus_per_cell,
+            lease_seconds=lease_seconds,
         )
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the first cell started
         click.echo(f'interrupted: rerun "{again}" to resume from the last checkpoints', err=True)

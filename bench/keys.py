@@ -48,6 +48,9 @@ Tags
     of one variant's search), trial (a trial's number), search_id (shared by a variant's parent
     run, its trials and its follow-up cells), mlflow.parentRunId (a trial's parent run: MLflow
     nests it there), best_trial and trials_failed (on a parent run once the best is chosen)
+    worker, heartbeat (a cell run's claim: the process training it, host/pid/nonce, and the unix
+    time it last renewed its claim; a RUNNING run whose heartbeat is older than the lease belongs
+    to a dead worker, and any worker may take its cell over)
     variant (the variant label again, on every cell run and search parent run: group the runs
     table by it to put a variant's runs together), mlflow.note.content (the run's description in
     Markdown: headline metrics, options, budget, where the report is; set when the cell finishes)
@@ -111,6 +114,9 @@ TAG_DOMAIN_TASK = "domain.task"  # what the domain network learned: classes or r
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_VERSION_PREFIX = "version."
 TAG_VARIANT = "variant"
+# a cell run's claim (bench/tracking/claims.py): who trains it, and when it last said so
+TAG_WORKER = "worker"  # host/pid/nonce of the process training the cell
+TAG_HEARTBEAT = "heartbeat"  # unix time of the holder's last heartbeat, renewed while it trains
 TAG_NOTE = "mlflow.note.content"
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND_TRAINING = "custom_model_development"

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -332,3 +333,13 @@ def test_dataset_inputs_survive_losing_the_insert_race(tmp_path):
     client.log_inputs = lambda run_id, datasets: (_ for _ in ()).throw(MlflowException("other"))
     with pytest.raises(MlflowException, match="other"):  # any other error is not retried
         tracking.log_inputs(client, run.info.run_id, inputs)
+
+
+def test_a_folder_source_resolves_without_mlflows_ambiguity_warning(tmp_path):
+    """MLflow's two local artifact sources ("" and "file") both match a file URI; resolving a
+    folder's source must not print "can be interpreted in multiple ways" for every cell."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        source = tracking.dataset_source(str(tmp_path))
+    assert [str(w.message) for w in caught if "multiple ways" in str(w.message)] == []
+    assert source.to_dict() == {"uri": tmp_path.resolve().as_uri()}

@@ -214,7 +214,22 @@ def signal_at(monkeypatch, step: int, times: int = 1) -> None:
     monkeypatch.setattr(cls, "train_step", train_step)
 
 
-def test_ctrl_c_stops_at_the_step_boundary_and_resumes_exactly(tmp_path, monkeypatch):
+def own_sigint_handler(signum, frame):
+    raise KeyboardInterrupt
+
+
+@pytest.fixture
+def sigint_handler():
+    """A SIGINT handler of the test's own, whatever pytest was started with (a terminal, nohup:
+    ignored), so that Ctrl-C is deterministic; the process's own comes back afterwards."""
+    previous = signal.signal(signal.SIGINT, own_sigint_handler)
+    yield own_sigint_handler
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_at_the_step_boundary_and_resumes_exactly(
+    tmp_path, monkeypatch, sigint_handler
+):
     path = tmp_path / "suite.yaml"
     path.write_text(suite_text(VAE))
     (cell,) = expand(load_suite(path))
@@ -228,7 +243,7 @@ def test_ctrl_c_stops_at_the_step_boundary_and_resumes_exactly(tmp_path, monkeyp
     (run,) = runs_by_cell(uri)[cell.id]
     assert run.info.status == "KILLED"
     assert run.data.tags[keys.TAG_FAILURE] == "interrupted by SIGINT at step 5"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is sigint_handler  # the handler it had, restored
 
     result = bench_run(path, uri, checkpoints)
     assert result.exit_code == 0, result.output
@@ -238,7 +253,43 @@ def test_ctrl_c_stops_at_the_step_boundary_and_resumes_exactly(tmp_path, monkeyp
     assert_same_outcome(uri, reference, tmp_path)
 
 
-def test_second_ctrl_c_stops_at_once_and_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
+def test_a_run_started_with_sigint_ignored_keeps_ignoring_it_and_stops_on_sigterm(
+    tmp_path, monkeypatch
+):
+    """nohup and background jobs start with SIGINT ignored, so that the terminal's Ctrl-C does
+    not reach them: `bench run` keeps it so (as Python does) and still stops on SIGTERM."""
+    path = tmp_path / "suite.yaml"
+    path.write_text(suite_text(VAE))
+    uri, checkpoints = f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "checkpoints"
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with monkeypatch.context() as patch:
+            signal_at(patch, 5)
+            result = bench_run(path, uri, checkpoints)
+        assert result.exit_code == 0, result.output  # the SIGINT at step 5 changed nothing
+        assert "SIGINT" not in result.output
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        cls = models.model_class("vae")
+        original = cls.train_step
+
+        def terminated_at_step_5(self, x):
+            losses = original(self, x)
+            if self.num_steps == 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return losses
+
+        monkeypatch.setattr(cls, "train_step", terminated_at_step_5)
+        result = bench_run(path, uri, checkpoints, "--rerun")
+        assert result.exit_code == 143, result.output
+        assert "interrupted by SIGTERM at step 5" in result.output
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_second_ctrl_c_stops_at_once_and_resumes_from_the_last_checkpoint(
+    tmp_path, monkeypatch, sigint_handler
+):
     """Stopped at once at step 5, after the losses and the evaluation over training of step 4 were
     logged and the checkpoint of step 3 written: the resumed run trains and evaluates step 4 again
     (evaluation moves the global random generator) without logging it twice."""

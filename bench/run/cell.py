@@ -47,7 +47,7 @@ from bench.run.train import (
     train,
 )
 from bench.suite.expand import Cell
-from bench.tracking import served_model
+from bench.tracking import claims, served_model
 
 
 @dataclass
@@ -60,6 +60,9 @@ class Summary:
     not_run: list[str] = field(default_factory=list)  # cells never started (interruption)
     # search trials that failed: counted as the worst value by the search, not a failed suite
     trials_failed: list[tuple[str, str]] = field(default_factory=list)
+    # (prefix, cell) that another worker holds a live claim on (bench/tracking/claims.py): the
+    # runner waits for them, and takes them over when their worker dies
+    elsewhere: list[tuple[str, Cell]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -74,10 +77,13 @@ class Outcome:
     reason: str | None = None
     interrupted: str | None = None
     step: int | None = None
+    elsewhere: str | None = None  # another worker holds the cell (its worker id), or finished it
 
 
-def record(summary: Summary, cell: Cell, outcome: Outcome) -> None:
-    if outcome.interrupted is not None:
+def record(summary: Summary, cell: Cell, outcome: Outcome, prefix: str = "") -> None:
+    if outcome.elsewhere is not None:
+        summary.elsewhere.append((prefix or cell.name, cell))
+    elif outcome.interrupted is not None:
         summary.interrupted = summary.interrupted or outcome.interrupted
         summary.interrupted_at[cell.name] = outcome.step
     elif outcome.reason is None:
@@ -103,6 +109,9 @@ def execute(cell: Cell, context: SuiteContext, prefix: str) -> Outcome:
     except Interrupted as err:
         context.echo(f"{prefix}: {err}, checkpoint saved")
         return Outcome(interrupted=err.reason, step=err.step)
+    except HeldElsewhere as err:
+        context.echo(f"{prefix}: {err}")
+        return Outcome(elsewhere=err.worker)
     context.echo(f"{prefix}: finished" if reason is None else f"{prefix}: FAILED: {reason}")
     return Outcome(reason=reason)
 
@@ -117,24 +126,66 @@ def run_cells(todo: list[tuple[str, Cell]], summary: Summary, context: SuiteCont
                 summary.not_run += [c.name for _, c in todo[position:]]
                 return
             outcome = execute(cell, context, prefix)
-            record(summary, cell, outcome)
+            record(summary, cell, outcome, prefix)
             if outcome.interrupted is not None:
                 summary.not_run += [c.name for _, c in todo[position + 1 :]]
                 return
 
 
-def fail_lost_cell(context: SuiteContext, cell: Cell, reason: str) -> None:
+def fail_lost_cell(context: SuiteContext, cell: Cell, reason: str, pid: int | None = None) -> None:
     """End the runs a lost worker left RUNNING for `cell` as failed (its checkpoint stays, but a
-    failed run starts over on the next `bench run`)."""
+    failed run starts over on the next `bench run`): those of process `pid` of this machine, or
+    without a pid those whose claim is not live. A live claim of another worker is never ended."""
     for run in tracking.running_runs(context.client, context.experiment, cell.id):
-        tracking.fail(context.client, run.info.run_id, reason)
+        owner = claims.worker_of(run).split("/")
+        if pid is not None:
+            lost = owner[:2] == [claims.host(), str(pid)] or keys.TAG_WORKER not in run.data.tags
+        else:
+            lost = not claims.is_live(run, context.lease)
+        if lost:
+            tracking.fail(context.client, run.info.run_id, reason)
+
+
+class HeldElsewhere(Exception):
+    """Another worker holds a live claim on the cell, or has finished it meanwhile."""
+
+    def __init__(self, worker: str, message: str):
+        super().__init__(message)
+        self.worker = worker
+
+
+def claim_cell(cell: Cell, context: SuiteContext) -> str:
+    """A new run of `cell` that holds its claim (the oldest live claim wins; a later one is
+    withdrawn), or HeldElsewhere. Its params and dataset inputs are logged only once it holds."""
+    client, experiment, lease = context.client, context.experiment, context.lease
+    held = claims.holder(tracking.running_runs(client, experiment, cell.id), lease)
+    if held is not None:
+        worker = claims.worker_of(held)
+        raise HeldElsewhere(worker, f"held by worker {worker} (run {held.info.run_id})")
+    tags = dict(context.tags) | claims.claim_tags()
+    if context.evaluator.inception_skip_reason:
+        tags[keys.TAG_INCEPTION_SKIPPED] = context.evaluator.inception_skip_reason
+    mine = tracking.create_cell_run(client, experiment, cell, tags)
+    time.sleep(lease.settle)
+    held = claims.holder(tracking.running_runs(client, experiment, cell.id), lease, mine)
+    finished = None if context.rerun else tracking.finished_run(client, experiment, cell.id)
+    if held.info.run_id != mine or finished is not None:
+        claims.withdraw(client, mine)
+        if finished is not None:
+            raise HeldElsewhere(claims.worker_of(finished), "finished by another worker")
+        worker = claims.worker_of(held)
+        raise HeldElsewhere(worker, f"held by worker {worker} (run {held.info.run_id})")
+    return mine
 
 
 def open_cell_run(cell: Cell, context: SuiteContext, folder: Path, prefix: str):
-    """(run id, checkpoint or None): the cell's interrupted run with its checkpoint when one is
-    here, else a new run. Runs of the cell left RUNNING by a killed process that cannot be resumed
-    are ended as KILLED, so that no run stays RUNNING forever."""
+    """(run id, checkpoint or None) once this worker holds the cell's claim: the cell's interrupted
+    run with its checkpoint when one is here (taken over from a dead worker, or our own killed
+    one), else the claim's new run. Runs of the cell that no live worker holds and that cannot be
+    resumed are ended as KILLED, so that no run stays RUNNING forever. HeldElsewhere when another
+    worker holds the cell."""
     client, experiment, echo = context.client, context.experiment, context.echo
+    mine = claim_cell(cell, context)
     saved = None
     if not context.rerun:
         try:
@@ -151,29 +202,45 @@ def open_cell_run(cell: Cell, context: SuiteContext, folder: Path, prefix: str):
     if saved is not None and not tracking.resumable(client, experiment, cell.id, saved["run_id"]):
         saved = None  # its run failed (it would fail again), or belongs to another store
     resumed = saved["run_id"] if saved is not None else None
+    if resumed is not None:  # the interrupted run holds the claim from now on, not the new one
+        claims.take_over(client, resumed)
+        claims.withdraw(client, mine)
     for run in tracking.running_runs(client, experiment, cell.id):
-        if run.info.run_id != resumed:
-            why = "--rerun starts over" if context.rerun else f"none usable in {folder}"
-            reason = f"interrupted before the first checkpoint ({why})"
-            tracking.fail(client, run.info.run_id, reason, killed=True)
+        if run.info.run_id in (resumed, mine) or claims.is_live(run, context.lease):
+            continue
+        why = "--rerun starts over" if context.rerun else f"none usable in {folder}"
+        reason = f"interrupted before the first checkpoint ({why})"
+        tracking.fail(client, run.info.run_id, reason, killed=True)
     if saved is not None:
         tracking.reopen(client, resumed)
         echo(f"{prefix}: resuming run {resumed} from step {saved['step']} ({folder})")
         return resumed, saved
     checkpoint.remove(folder)  # a failed run's last good checkpoint: this cell starts over
-    tags = dict(context.tags)
-    if context.evaluator.inception_skip_reason:
-        tags[keys.TAG_INCEPTION_SKIPPED] = context.evaluator.inception_skip_reason
-    return tracking.start_cell_run(client, experiment, cell, tags, context.evaluator.data), None
+    tracking.describe_cell_run(client, mine, cell, context.evaluator.data)
+    return mine, None
 
 
 def run_cell(cell: Cell, context: SuiteContext, description: str) -> str | None:
     """Train and evaluate one cell into its own MLflow run; None on success, else the reason.
     Raises Interrupted (after a checkpoint) when a stop signal arrived during training."""
     started = time.perf_counter()
-    client, evaluator, train_images = context.client, context.evaluator, context.train_images
+    client = context.client
     folder = checkpoint.cell_folder(context.checkpoint_root, cell.suite, cell.id)
     run_id, resume = open_cell_run(cell, context, folder, description)
+    with claims.heartbeat(client, run_id, context.lease):
+        return _train_and_evaluate(cell, context, description, run_id, resume, folder, started)
+
+
+def _train_and_evaluate(
+    cell: Cell,
+    context: SuiteContext,
+    description: str,
+    run_id: str,
+    resume: dict | None,
+    folder: Path,
+    started: float,
+) -> str | None:
+    client, evaluator, train_images = context.client, context.evaluator, context.train_images
     # A resumed run already holds the metrics its first life logged, possibly past the checkpoint:
     # those steps are computed again (identically on the CPU) but not logged twice.
     logged_until = tracking.last_logged_step(client, run_id) if resume else 0

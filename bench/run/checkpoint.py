@@ -15,11 +15,8 @@ the run's artifacts.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -55,23 +52,6 @@ def check_writable(root: str | Path) -> None:
             f"checkpoint folder {root} cannot be written ({err.strerror or err}); "
             "choose another with --checkpoint-dir"
         ) from None
-
-
-@contextmanager
-def suite_lock(root: str | Path, suite: str) -> Iterator[None]:
-    """Held by `bench run` for a whole suite. A second run of the same suite on the same checkpoint
-    folder would take the first one's RUNNING runs for killed ones and resume or end them."""
-    path = Path(root) / f".{suite}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:  # closing it (or the process ending) releases the lock
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CheckpointError(
-                f"another `bench run` of suite {suite} is running (it holds {path}); "
-                "wait for it to end, or give this one another --checkpoint-dir"
-            ) from None
-        yield
 
 
 def save(folder: Path, state: dict) -> Path:

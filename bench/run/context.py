@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from bench.run.train import (
 )
 from bench.suite.load import check_image_shape
 from bench.suite.schema import Suite, SuiteError
-from bench.tracking import provenance
+from bench.tracking import claims, provenance
 from models.networks import SUPPORTED_SIZES
 
 
@@ -107,7 +108,13 @@ def stop_on_signals(echo) -> Iterator[StopSignal]:
     if threading.current_thread() is not threading.main_thread():  # signals reach it only
         yield stop
         return
-    previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # A process started with SIGINT ignored (nohup, a background job of a non-interactive shell)
+    # was shielded from the terminal's Ctrl-C on purpose: it keeps ignoring it, as Python does.
+    # SIGTERM stops it at a step boundary all the same. Whatever handlers it had come back after.
+    catch = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        catch.insert(0, signal.SIGINT)
+    previous = {sig: signal.signal(sig, stop.handle) for sig in catch}
     try:
         yield stop
     finally:
@@ -130,6 +137,8 @@ class SuiteContext:
     rerun: bool
     echo: object
     stop: StopSignal | None = None
+    lease: claims.Lease = claims.Lease()
+    started_ms: int = 0  # when this process began the suite (ms): failures since are outcomes
 
 
 @dataclass(frozen=True)
@@ -148,6 +157,7 @@ class RunSettings:
     # (file name, bytes) of the main process's domain classifier: installed into a worker's cache
     # when missing there, so every machine measures with the very same network
     classifier: tuple[str, bytes] | None = None
+    lease_seconds: float = claims.LEASE_SECONDS  # a claim without a heartbeat this long is dead
 
 
 def build_context(
@@ -178,4 +188,6 @@ def build_context(
         checkpoint_root=Path(settings.checkpoint_root),
         rerun=settings.rerun,
         echo=echo,
+        lease=claims.lease_for(settings.tracking_uri, settings.lease_seconds),
+        started_ms=int(time.time() * 1000),
     )

@@ -126,7 +126,7 @@ def run_cells(
             return
         if kind == "done":
             prefix, cell = worker.cell
-            record(summary, cell, payload)
+            record(summary, cell, payload, prefix)
         worker.ready = True
         hand_out(worker)
 
@@ -150,7 +150,7 @@ def run_cells(
                 waiting.insert(0, worker.cell)
             else:
                 context.echo(f"{prefix}: FAILED: {reason}")
-                fail_lost_cell(context, cell, reason)
+                fail_lost_cell(context, cell, reason, worker.process.pid)
                 record(summary, cell, Outcome(reason=reason))
 
     def drain(timeout: float) -> None:

@@ -116,4 +116,4 @@ def collect(running: dict, summary: Summary, context: SuiteContext) -> None:
                     context.echo(f"{prefix}: FAILED: {reason}")
                     fail_lost_cell(context, cell, reason)
                     outcome = Outcome(reason=reason)
-                record(summary, cell, outcome)
+                record(summary, cell, outcome, prefix)

@@ -15,6 +15,7 @@ before anything is written to the store.
 from __future__ import annotations
 
 import shlex
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,12 +27,19 @@ from bench.data.cache import default_cache_dir
 from bench.metrics import table
 from bench.metrics.settings import EvaluationConfig
 from bench.run import checkpoint
-from bench.run.cell import Executor, Summary, run_cells
-from bench.run.context import RunSettings, SuiteContext, build_context, load_suite_data
+from bench.run.cell import Executor, Outcome, Summary, record, run_cells
+from bench.run.context import (
+    RunSettings,
+    SuiteContext,
+    build_context,
+    load_suite_data,
+    stop_on_signals,
+)
 from bench.run.train import select_device
 from bench.suite.expand import Cell, expand
 from bench.suite.schema import Suite, SuiteError
 from bench.suite.search import best_trial, follow_up_cells, search_id, trial_cells
+from bench.tracking import claims
 
 
 def check_inception_weights(evaluation: EvaluationConfig) -> None:
@@ -73,6 +81,7 @@ def run_suite(
     ray_address: str | None = None,
     gpus_per_cell: float | None = None,
     ray_init: dict | None = None,
+    lease_seconds: float = claims.LEASE_SECONDS,
 ) -> Summary:
     """Run every cell of `suite`: one after another (parallel=1), in `parallel` worker processes
     on this machine (bench/run/parallel.py), or as Ray tasks (executor="ray",
@@ -82,6 +91,8 @@ def run_suite(
         raise SuiteError(f"--executor {executor!r} is unknown; use one of {', '.join(EXECUTORS)}")
     if parallel < 1:
         raise SuiteError(f"--parallel {parallel} must be at least 1")
+    if lease_seconds <= 0:
+        raise SuiteError(f"--lease {lease_seconds} must be a positive number of seconds")
     cells = expand(suite) if suite.search is None else trial_cells(suite)
     # Ray workers choose their device themselves (the driver may have no GPU)
     target = select_device(device if executor == "local" else "auto")
@@ -93,55 +104,56 @@ def run_suite(
         from bench.run import ray_executor
 
         ray_executor.check_installed()
-    with checkpoint.suite_lock(checkpoint_root, suite.name):
-        # Every input the user can get wrong is checked by now: only from here on is the store
-        # touched.
-        client = tracking.connect(tracking_uri)
-        how = f"{parallel} processes on {target}" if parallel > 1 else str(target)
-        if executor == "ray":
-            how = f"Ray ({ray_address or 'local instance'})"
-        what = f"{len(cells)} cells"
-        if suite.search is not None:
-            what = f"a search of {len(cells)} trials, then the seeds of each variant's best,"
-        echo(
-            f"suite {suite.name}: {what} on {how}, {data.name} from {data.source} "
-            f"({len(data.train.images)} train / {len(data.eval.images)} eval images"
-            + (f", {data.preprocessing.describe()}" if not data.preprocessing.is_identity else "")
-            + "), "
-            f"tracking {client.tracking_uri}"
-        )
-        settings = RunSettings(
-            suite=suite,
-            suite_text=suite_text or yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False),
-            tracking_uri=tracking.absolute_uri(client.tracking_uri),
-            device=str(target),
-            data_root=str(Path(data_root).resolve()) if data_root else None,
-            checkpoint_root=str(checkpoint_root),
-            rerun=rerun,
-            cache_dir=str(default_cache_dir().resolve()),
-        )
-        context = build_context(settings, echo, progress, client=client, data=data)
-        evaluator = context.evaluator
-        echo(
-            f"evaluation: {suite.evaluation.num_samples} samples vs {len(data.eval.images)} "
-            f"{suite.dataset.eval_split} images; feature spaces: {', '.join(evaluator.spaces)} "
-            f"(domain classifier test accuracy {evaluator.classifier_accuracy:.4f})"
-        )
-        summary = Summary()
-        run_stage = stage_runner(
-            context,
-            settings,
-            parallel,
-            executor,
-            ray_address,
-            gpus_per_cell,
-            ray_init or {},
-            device,
-        )
-        if suite.search is None:
-            run_stage(pending(cells, context, summary), summary)
-        else:
-            run_search(suite, cells, context, summary, run_stage)
+    # Every input the user can get wrong is checked by now: only from here on is the store
+    # touched. Other `bench run`s of this suite may share the store: cells are claimed in it.
+    client = tracking.connect(tracking_uri)
+    how = f"{parallel} processes on {target}" if parallel > 1 else str(target)
+    if executor == "ray":
+        how = f"Ray ({ray_address or 'local instance'})"
+    what = f"{len(cells)} cells"
+    if suite.search is not None:
+        what = f"a search of {len(cells)} trials, then the seeds of each variant's best,"
+    echo(
+        f"suite {suite.name}: {what} on {how}, {data.name} from {data.source} "
+        f"({len(data.train.images)} train / {len(data.eval.images)} eval images"
+        + (f", {data.preprocessing.describe()}" if not data.preprocessing.is_identity else "")
+        + "), "
+        f"tracking {client.tracking_uri}"
+    )
+    settings = RunSettings(
+        suite=suite,
+        suite_text=suite_text or yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False),
+        tracking_uri=tracking.absolute_uri(client.tracking_uri),
+        device=str(target),
+        data_root=str(Path(data_root).resolve()) if data_root else None,
+        checkpoint_root=str(checkpoint_root),
+        rerun=rerun,
+        cache_dir=str(default_cache_dir().resolve()),
+        lease_seconds=lease_seconds,
+    )
+    context = build_context(settings, echo, progress, client=client, data=data)
+    evaluator = context.evaluator
+    echo(
+        f"evaluation: {suite.evaluation.num_samples} samples vs {len(data.eval.images)} "
+        f"{suite.dataset.eval_split} images; feature spaces: {', '.join(evaluator.spaces)} "
+        f"(domain classifier test accuracy {evaluator.classifier_accuracy:.4f})"
+    )
+    summary = Summary()
+    run_stage = stage_runner(
+        context,
+        settings,
+        parallel,
+        executor,
+        ray_address,
+        gpus_per_cell,
+        ray_init or {},
+        device,
+    )
+    if suite.search is None:
+        run_stage(pending(cells, context, summary), summary)
+        wait_for_other_workers(context, summary, run_stage)
+    else:
+        run_search(suite, cells, context, summary, run_stage)
     echo_summary(suite.name, summary, echo)
     return summary
 
@@ -227,12 +239,13 @@ def run_search(
     for label in labels:
         sid = search_id(suite, by_label[label])
         parent = tracking.search_parent_run(
-            client, experiment, suite.name, label, sid, new=context.rerun
+            client, experiment, suite.name, label, sid, context.rerun, context.lease.settle
         )
         run_tags = ((keys.TAG_SEARCH_ID, sid), (keys.TAG_PARENT_RUN, parent))
         by_label[label] = [replace(c, run_tags=run_tags) for c in by_label[label]]
         tagged += by_label[label]
     run_stage(pending(tagged, context, summary, failed_ends=True), summary)
+    wait_for_other_workers(context, summary, run_stage)  # a choice needs every trial ended
     if summary.interrupted:
         return
     metric = suite.search.select
@@ -264,6 +277,60 @@ def run_search(
         run_tags = ((keys.TAG_SEARCH_ID, sid),)
         finals += [replace(c, run_tags=run_tags) for c in follow_up_cells(suite, best.cell)]
     run_stage(pending(finals, context, summary), summary)
+    wait_for_other_workers(context, summary, run_stage)
+
+
+def wait_for_other_workers(context: SuiteContext, summary: Summary, run_stage) -> None:
+    """Until no cell of the stage is held by another worker (summary.elsewhere): a cell it
+    finishes is skipped here, one it fails is counted as failed (a trial: the worst value), and
+    one whose worker went silent for the lease (or died on this machine) is taken over. Prints
+    what it waits for whenever that changes, and once a minute."""
+    client, experiment, lease = context.client, context.experiment, context.lease
+    poll = min(5.0, lease.heartbeat)
+    shown, shown_at = None, 0.0
+    with stop_on_signals(context.echo) as stop:
+        while summary.elsewhere and not summary.interrupted:
+            held, summary.elsewhere = summary.elsewhere, []
+            waiting, orphans = [], []
+            for prefix, cell in held:
+                if tracking.finished_run(client, experiment, cell.id) is not None:
+                    context.echo(f"{prefix}: finished by another worker")
+                    summary.skipped.append(cell.name)
+                    continue
+                holder = claims.holder(tracking.running_runs(client, experiment, cell.id), lease)
+                if holder is not None:
+                    waiting.append((prefix, cell, claims.worker_of(holder)))
+                    continue
+                failed = tracking.failed_run(client, experiment, cell.id)
+                if failed is not None and (failed.info.end_time or 0) >= context.started_ms:
+                    reason = failed.data.tags.get(keys.TAG_FAILURE, "failed").splitlines()[0]
+                    worker = claims.worker_of(failed) or "another worker"
+                    context.echo(f"{prefix}: FAILED in {worker}: {reason}")
+                    record(summary, cell, Outcome(reason=f"{reason} (in {worker})"), prefix)
+                    continue
+                orphans.append((prefix, cell))
+            if orphans:
+                names = ", ".join(cell.name for _, cell in orphans)
+                context.echo(f"taking over {len(orphans)} cells whose workers stopped: {names}")
+                run_stage(orphans, summary)
+            if not waiting:
+                continue
+            summary.elsewhere += [(prefix, cell) for prefix, cell, _ in waiting]
+            line = (
+                f"waiting for {len(waiting)} cells held by other workers: "
+                + ", ".join(f"{cell.name} ({worker})" for _, cell, worker in waiting)
+                + f"; a worker silent for {lease.seconds:g} s is taken over"
+            )
+            if line != shown or time.monotonic() - shown_at > 60:
+                context.echo(line)
+                shown, shown_at = line, time.monotonic()
+            deadline = time.monotonic() + poll
+            while time.monotonic() < deadline and not stop.received:
+                time.sleep(0.1)
+            if stop.received:
+                summary.interrupted = stop.received
+                summary.not_run += [cell.name for _, cell in summary.elsewhere]
+                summary.elsewhere = []
 
 
 def echo_summary(name: str, summary: Summary, echo) -> None:

@@ -17,6 +17,8 @@ from bench.tracking.notes import (  # noqa: F401
 )
 from bench.tracking.runs import (  # noqa: F401
     MAX_BATCH,
+    create_cell_run,
+    describe_cell_run,
     fail,
     finish,
     flatten,

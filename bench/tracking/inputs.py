@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 
 INPUT_ATTEMPTS = 3
+AMBIGUOUS_SOURCE = "The specified dataset source can be interpreted in multiple ways"
 
 
 def log_inputs(client: MlflowClient, run_id: str, inputs: list[DatasetInput]) -> None:
@@ -70,7 +72,12 @@ def dataset_source(source: str):
     if source == "generated":
         return CodeDatasetSource(tags={"generator": "bench.data.synthetic_split"})
     uri = Path(source).expanduser().resolve().as_uri()
-    return resolve_dataset_source(uri, candidate_sources=[FileSystemDatasetSource])
+    with warnings.catch_warnings():
+        # MLflow registers its local artifact source under two schemes ("" and "file"), so every
+        # file URI matches both and warns that it "can be interpreted in multiple ways"; both are
+        # the same class of source, and the warning says nothing about the data.
+        warnings.filterwarnings("ignore", message=AMBIGUOUS_SOURCE, category=UserWarning)
+        return resolve_dataset_source(uri, candidate_sources=[FileSystemDatasetSource])
 
 
 def dataset_inputs(data: ImageData, cell: Cell) -> list[DatasetInput]:

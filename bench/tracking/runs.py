@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +55,15 @@ def start_cell_run(
 ) -> str:
     """A new run for the cell: its tags, its resolved configuration as params and, given the
     data, its training and evaluation splits as dataset inputs."""
+    run_id = create_cell_run(client, experiment, cell, extra_tags)
+    describe_cell_run(client, run_id, cell, data)
+    return run_id
+
+
+def create_cell_run(
+    client: MlflowClient, experiment: str, cell: Cell, extra_tags: dict[str, str] | None = None
+) -> str:
+    """A new RUNNING run of the cell with its tags only (a claim: bench/tracking/claims.py)."""
     tags = {
         **(extra_tags or {}),
         keys.TAG_STAGE: keys.STAGE_TRIAL if cell.trial is not None else keys.STAGE_FINAL,
@@ -68,13 +78,18 @@ def start_cell_run(
     }
     if cell.trial is not None:
         tags[keys.TAG_TRIAL] = str(cell.trial)
-    run = client.create_run(experiment, tags=tags, run_name=cell.run_name)
+    return client.create_run(experiment, tags=tags, run_name=cell.run_name).info.run_id
+
+
+def describe_cell_run(
+    client: MlflowClient, run_id: str, cell: Cell, data: ImageData | None = None
+) -> None:
+    """The cell's resolved configuration as params and, given the data, its splits as inputs."""
     params = [Param(k, str(v)) for k, v in sorted(flatten(cell.config()).items())]
     for i in range(0, len(params), 90):
-        client.log_batch(run.info.run_id, params=params[i : i + 90])
+        client.log_batch(run_id, params=params[i : i + 90])
     if data is not None:
-        log_inputs(client, run.info.run_id, dataset_inputs(data, cell))
-    return run.info.run_id
+        log_inputs(client, run_id, dataset_inputs(data, cell))
 
 
 def log_model(
@@ -169,22 +184,22 @@ def flatten(config: dict, prefix: str = "") -> dict[str, object]:
 
 
 def search_parent_run(
-    client: MlflowClient, experiment: str, suite: str, label: str, search_id: str, new: bool
+    client: MlflowClient,
+    experiment: str,
+    suite: str,
+    label: str,
+    search_id: str,
+    new: bool,
+    settle: float = 0.0,
 ) -> str:
     """The parent run of one variant's search (its trials nest under it): the existing one of
-    this search unless `new` (--rerun), else a fresh one."""
+    this search unless `new` (--rerun), else a fresh one. Workers that start the search at once
+    each create one; after `settle` seconds the oldest is the parent and the others are deleted
+    (the rule of bench/tracking/claims.py)."""
     if not new:
-        runs = client.search_runs(
-            [experiment],
-            filter_string=(
-                f"tags.{keys.TAG_SEARCH_ID} = '{search_id}' "
-                f"and tags.{keys.TAG_STAGE} = '{keys.STAGE_SEARCH}'"
-            ),
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
+        runs = _search_parents(client, experiment, search_id)
         if runs:
-            return runs[0].info.run_id
+            return runs[-1].info.run_id
     tags = {
         keys.TAG_SUITE: suite,
         keys.TAG_LABEL: label,
@@ -192,4 +207,23 @@ def search_parent_run(
         keys.TAG_STAGE: keys.STAGE_SEARCH,
         keys.TAG_SEARCH_ID: search_id,
     }
-    return client.create_run(experiment, tags=tags, run_name=f"{label}-search").info.run_id
+    mine = client.create_run(experiment, tags=tags, run_name=f"{label}-search").info.run_id
+    if new:
+        return mine
+    time.sleep(settle)
+    oldest = _search_parents(client, experiment, search_id)[0].info.run_id
+    if oldest != mine:
+        client.delete_run(mine)
+    return oldest
+
+
+def _search_parents(client: MlflowClient, experiment: str, search_id: str) -> list:
+    """The parent runs of one search, oldest first."""
+    runs = client.search_runs(
+        [experiment],
+        filter_string=(
+            f"tags.{keys.TAG_SEARCH_ID} = '{search_id}' "
+            f"and tags.{keys.TAG_STAGE} = '{keys.STAGE_SEARCH}'"
+        ),
+    )
+    return sorted(runs, key=lambda run: (run.info.start_time or 0, run.info.run_id))
