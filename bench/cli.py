@@ -187,7 +187,12 @@ def run(
     if executor == "ray" and parallel > 1:
         raise SuiteError("--parallel is for the local executor; Ray schedules by --gpus-per-cell")
     if dry_run:
+        from bench.run import estimate
+        from bench.run.train import select_device
+
         click.echo("\n".join(describe.dry_run(suite)))
+        found = estimate.estimate(suite, select_device(device))
+        click.echo("\n".join(estimate.describe(found)))
         return
     from bench.run.runner import (  # torch and mlflow load only when there is work to do
         resume_command,
@@ -387,6 +392,8 @@ def score(
     if dataset is not None and dataset not in DATASETS:
         raise SuiteError(f"--dataset {dataset!r} is unknown; use one of {', '.join(DATASETS)}")
     preprocessing = Preprocessing(crop, image_size, int(channels) if channels else None)
+    if dataset is not None and channels is None:  # the network's channels, files permitting
+        preprocessing = scoring.network_channels(dataset, data_root, preprocessing, (real, fake))
     log = (lambda line: click.echo(line, err=True)) if output_format == "json" else click.echo
     target = select_device(device)
     cache_dir = default_cache_dir()

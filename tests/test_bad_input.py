@@ -218,15 +218,6 @@ def test_checkpoint_folder_that_cannot_be_written(in_tmp):
     assert_store_untouched(in_tmp)
 
 
-def test_a_second_run_of_the_same_suite_at_once(in_tmp):
-    from bench.run import checkpoint
-
-    with checkpoint.suite_lock(in_tmp / "ck", "bad"):  # as a `bench run` still going would
-        result, _ = run_bench(in_tmp, SUITE, "--checkpoint-dir", str(in_tmp / "ck"))
-    assert_user_error(result, "another `bench run` of suite bad", "--checkpoint-dir")
-    assert_store_untouched(in_tmp)
-
-
 def test_tracking_store_that_cannot_be_written(in_tmp):
     blocker = in_tmp / "a-file"
     blocker.write_text("a file, not a folder")

@@ -406,3 +406,24 @@ def test_bench_images_writes_a_folder_that_reads_back_as_the_dataset(tmp_path):
         assert torch.equal(mine.images, images) and torch.equal(mine.labels, labels)
     again = CliRunner().invoke(main, ["images", "synthetic", str(out)])
     assert again.exit_code == 2 and "not empty" in again.stderr
+
+
+def test_score_reads_greyscale_files_with_the_named_networks_channels(tmp_path):
+    """Greyscale PNGs of a greyscale dataset score in its domain network without --channels;
+    colour files against that network are a genuine mismatch: one line with the fix."""
+    grey = synthetic_split(200, "test", 28, 1)
+    write_images(tmp_path / "grey", grey.images, grey.labels)
+    code, scored = score_json(
+        str(tmp_path / "grey"), str(tmp_path / "grey"), "--dataset", "synthetic"
+    )
+    assert code == 0, scored
+    assert abs(scored[keys.fid_key("domain")]) < 1e-3
+    colour = synthetic_split(200, "test", 28, 3)
+    write_images(tmp_path / "colour", colour.images)
+    code, output = score_json(
+        str(tmp_path / "grey"), str(tmp_path / "colour"), "--dataset", "synthetic"
+    )
+    assert code == 2
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "colour" in lines[0] and "--channels 1" in lines[0]

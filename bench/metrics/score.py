@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.io import ImageReadMode, decode_image, read_file
 
 from bench import keys
 from bench.data.cache import default_cache_dir
@@ -181,3 +182,39 @@ def score(
             cache_dir=cache_dir or default_cache_dir(),
         )
     return metrics
+
+
+def native_channels(path: str | Path, sample: int = 16) -> int:
+    """1 when a set's images are single-channel (grey, or grey with alpha: the first `sample`
+    files of a folder, or the array of an .npz), else 3."""
+    path = Path(path).expanduser()
+    if path.suffix == ".npz":
+        with open_npz(path) as arrays:
+            names = [n for n in NPZ_ARRAYS if n in arrays.files] or arrays.files
+            shape = arrays[names[0]].shape
+        return 1 if len(shape) == 3 or shape[-1] == 1 else 3
+    if not path.is_dir():
+        raise ImageFileError(f"{path} is neither a folder of images nor an .npz file")
+    paths = list_folder(path).paths[:sample]
+    grey = [decode_image(read_file(str(p)), mode=ImageReadMode.UNCHANGED).shape[0] <= 2
+            for p in paths]  # fmt: skip
+    return 1 if grey and all(grey) else 3
+
+
+def network_channels(
+    dataset: str, data_root: str | None, preprocessing: Preprocessing, sets: tuple[str, ...]
+) -> Preprocessing:
+    """`bench score --dataset NAME` without --channels: read the sets with the channel count of
+    that dataset's domain network. Single-channel files against an RGB network are widened; colour
+    files against a greyscale network are a mismatch, one line saying how to convert them."""
+    data = load_dataset(dataset, cli_root=data_root, preprocessing=preprocessing)
+    wanted = data.image_shape[0]
+    if wanted == 1:
+        for path in sets:
+            if native_channels(path) != 1:
+                raise ImageFileError(
+                    f"{path} holds colour images but the {dataset} domain network takes "
+                    f"greyscale {_shape(data.image_shape)}; pass --channels 1 to convert them, "
+                    "or score with --train-domain"
+                )
+    return Preprocessing(preprocessing.crop, preprocessing.image_size, wanted)
