@@ -392,29 +392,18 @@ def score(
     if dataset is not None and dataset not in DATASETS:
         raise SuiteError(f"--dataset {dataset!r} is unknown; use one of {', '.join(DATASETS)}")
     preprocessing = Preprocessing(crop, image_size, int(channels) if channels else None)
-    if dataset is not None and channels is None:  # the network's channels, files permitting
-        preprocessing = scoring.network_channels(dataset, data_root, preprocessing, (real, fake))
     log = (lambda line: click.echo(line, err=True)) if output_format == "json" else click.echo
-    target = select_device(device)
-    cache_dir = default_cache_dir()
-    real_set = scoring.read_image_set(real, preprocessing, cache_dir)
-    fake_set = scoring.read_image_set(fake, preprocessing, cache_dir)
-    network, which = scoring.domain_network(
-        real_set, real, dataset, data_root, preprocessing, target, cache_dir, log
-    )
-    weights = None
-    if inception_weights is not None:
-        weights = Path(inception_weights)
-        if not weights.is_file():
-            raise SuiteError(f"--inception-weights {weights} does not exist")
-    metrics = scoring.score(real_set, fake_set, network, target, batch_size, weights, cache_dir)
+    weights = Path(inception_weights) if inception_weights is not None else None
+    if weights is not None and not weights.is_file():
+        raise SuiteError(f"--inception-weights {weights} does not exist")
+    metrics, header = scoring.score_paths(
+        real, fake, dataset, data_root, preprocessing, channels is None, select_device(device),
+        batch_size, weights, default_cache_dir(), log,
+    )  # fmt: skip
     if output_format == "json":
         click.echo(json.dumps(metrics, sort_keys=True))
         return
-    click.echo(
-        f"{fake} ({len(fake_set.images)} images) against {real} ({len(real_set.images)} images), "
-        f"in the feature space of {which}:"
-    )
+    click.echo(header)
     for name, value in sorted(metrics.items()):
         click.echo(f"  {name:24s} {value:.6g}")
 

@@ -218,3 +218,34 @@ def network_channels(
                     "or score with --train-domain"
                 )
     return Preprocessing(preprocessing.crop, preprocessing.image_size, wanted)
+
+
+def score_paths(
+    real: str,
+    fake: str,
+    dataset: str | None,
+    data_root: str | None,
+    preprocessing: Preprocessing,
+    channels_free: bool,
+    device: torch.device,
+    batch_size: int,
+    inception_weights: Path | None,
+    cache_dir: Path,
+    log: Callable[[str], None],
+) -> tuple[dict[str, float], str]:
+    """`bench score`: the metrics of the set at `fake` against the one at `real`, and a line
+    saying what was scored in which feature space. With `dataset` and no channels given
+    (`channels_free`), the sets are read with that dataset's network's channels."""
+    if dataset is not None and channels_free:
+        preprocessing = network_channels(dataset, data_root, preprocessing, (real, fake))
+    real_set = read_image_set(real, preprocessing, cache_dir)
+    fake_set = read_image_set(fake, preprocessing, cache_dir)
+    network, which = domain_network(
+        real_set, real, dataset, data_root, preprocessing, device, cache_dir, log
+    )
+    metrics = score(real_set, fake_set, network, device, batch_size, inception_weights, cache_dir)
+    header = (
+        f"{fake} ({len(fake_set.images)} images) against {real} ({len(real_set.images)} images), "
+        f"in the feature space of {which}:"
+    )
+    return metrics, header
