@@ -269,7 +269,7 @@ def test_single_seed_report_says_one_seed_cannot_separate_variants(store, tmp_pa
     markdown = (out / "report.md").read_text()
     assert "One seed per variant: seed noise cannot be estimated" in markdown
     assert "beyond seed noise |" not in markdown  # every comparison is "not testable"
-    assert "One Holm-Bonferroni correction covers all 0 testable comparisons" in markdown
+    assert "domain family: 0 testable comparisons" in markdown
     assert "★ " not in markdown.split("## Is it real?")[0].replace("★ marks", "")
     assert not (out / "report.html").exists()
 
@@ -317,7 +317,8 @@ def test_metric_directions_and_welch():
     # Welch by hand: means 2 and 5.167, variances 1 and 1.583, t = -3.41, df = 3.81, p = 0.029
     assert welch_p_value([1.0, 2.0, 3.0], [4.0, 5.0, 6.5]) == pytest.approx(0.0291, abs=1e-3)
     assert welch_p_value([1.0], [2.0, 3.0]) is None  # one seed: not testable
-    assert welch_p_value([1.0, 1.0], [2.0, 2.0]) is None  # no spread
+    assert welch_p_value([1.0, 1.0], [2.0, 2.0]) == 0.0  # no spread, different: certain
+    assert welch_p_value([1.0, 1.0], [1.0, 1.0]) is None  # the same value everywhere
     counts = {keys.GENERATOR_UPDATES, keys.DISCRIMINATOR_UPDATES, keys.IMAGES_SEEN}
     assert {m.key for m in metric_specs() if m.lower_is_better is None} == counts  # no direction
     assert format_mean_ci(12.123, 0.4321, 3) == "12.12 ± 0.43"

@@ -1,8 +1,14 @@
 """The statistics of a report: mean / sample std (ddof=1) / 95 % Student t-interval / n per
 variant and metric (`summarize`), each variant's finished, failed and missing cells
 (`cell_counts`), and `significance`: the best variant of each headline metric against every other
-one (Welch's t-test over seeds), all these comparisons corrected together (Holm-Bonferroni),
+one (Welch's t-test over the finished seeds), Holm-Bonferroni corrected within a fixed family,
 which decides the best-mark of a column.
+
+The families are fixed by the metric table, not by what happened to be measured: the domain
+feature space with the pixel-space metrics, and the Inception feature space on its own, so adding
+the Inception weights never changes a domain star. Failures count: a variant with a failed or
+diverged seed never earns the star (its finished seeds alone would judge it on its survivors), and
+every comparison states each side's failed seeds beside its Welch p.
 
 Every function here takes a plain DataFrame of cells (columns label, seed, status and one column
 per metric key), so the statistics can be checked on hand-built frames.
@@ -12,7 +18,7 @@ from __future__ import annotations
 
 import statistics
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -23,6 +29,8 @@ from bench import keys
 from bench.metrics.table import Metric
 
 ALPHA = 0.05  # family-wise level (Holm) of the Welch tests behind "beyond seed noise"
+DOMAIN_FAMILY = "domain"  # the tested metrics of the domain space, and those of no feature space
+INCEPTION_FAMILY = "inception"
 CONFIDENCE = 0.95  # of the Student t-interval of each mean over seeds
 SEEDS = ("seeds", "n")  # summary column: finished cells (seeds) of the variant
 
@@ -86,18 +94,34 @@ class Versus:
         return "beyond seed noise" if self.adjusted_p < ALPHA else "within seed noise"
 
 
+def family_of(metric: Metric) -> str:
+    """The Holm family a tested metric belongs to."""
+    return INCEPTION_FAMILY if metric.space == INCEPTION_FAMILY else DOMAIN_FAMILY
+
+
 @dataclass
 class Comparison:
     metric: Metric
     best: str  # best mean (the first in variant order among equal means)
     best_values: list[float]
     others: list[Versus]  # every other variant with values, by mean: runner-up first
+    failed: dict[str, int] = field(default_factory=dict)  # label -> failed or diverged seeds
+    cells: dict[str, int] = field(default_factory=dict)  # label -> cells (seeds) of the variant
+
+    @property
+    def family(self) -> str:
+        return family_of(self.metric)
+
+    @property
+    def best_failed(self) -> int:
+        return self.failed.get(self.best, 0)
 
     @property
     def winner(self) -> str | None:
         """The best variant where it is beyond seed noise of every other variant after the Holm
-        correction (so of the runner-up too), else None: a best mean alone earns no mark."""
-        if not self.others:
+        correction (so of the runner-up too) and none of its seeds failed, else None: a best mean
+        alone earns no mark, nor does one over the seeds that survived."""
+        if not self.others or self.best_failed:
             return None
         beyond = all(v.verdict == "beyond seed noise" for v in self.others)
         return self.best if beyond else None
@@ -112,7 +136,11 @@ class Comparison:
 @dataclass
 class Significance:
     comparisons: list[Comparison]  # one per headline metric with values
-    family_size: int  # testable comparisons, corrected together
+    family_sizes: dict[str, int]  # family -> its testable comparisons, corrected together
+
+    @property
+    def family_size(self) -> int:
+        return sum(self.family_sizes.values())
 
     @property
     def untestable(self) -> int:
@@ -123,17 +151,22 @@ class Significance:
 
 
 def significance(cells: pd.DataFrame, metrics: list[Metric], variants: list[str]) -> Significance:
-    """Best against every other variant for each headline metric, with one Holm correction over
-    every testable comparison of the report."""
+    """Best against every other variant for each headline metric, with one Holm correction per
+    family (`family_of`) over its testable comparisons."""
     comparisons = [compare(cells, m, variants) for m in metrics if m.headline]
     comparisons = [c for c in comparisons if c is not None]
-    return Significance(comparisons, holm_adjust(comparisons))
+    sizes = {}
+    for family in (DOMAIN_FAMILY, INCEPTION_FAMILY):
+        members = [c for c in comparisons if c.family == family]
+        if members:
+            sizes[family] = holm_adjust(members)
+    return Significance(comparisons, sizes)
 
 
 def holm_adjust(comparisons: list[Comparison]) -> int:
-    """Holm-Bonferroni over all testable comparisons of all the given metrics as one family
-    (testing several metrics and variants at 5 % each would find "real" gaps by chance); sets
-    each one's adjusted_p and returns the family size. Untestable ones are not in the family."""
+    """Holm-Bonferroni over all testable comparisons of the given metrics as one family (testing
+    several metrics and variants at 5 % each would find "real" gaps by chance); sets each one's
+    adjusted_p and returns the family size. Untestable ones are not in the family."""
     family = [v for c in comparisons for v in c.others if v.p_value is not None]
     if family:
         _, adjusted, _, _ = multipletests([v.p_value for v in family], ALPHA, method="holm")
@@ -162,17 +195,28 @@ def compare(cells: pd.DataFrame, metric: Metric, variants: list[str]) -> Compari
         Versus(label, values[label], welch_p_value(values[best], values[label]))
         for label in ranked[1:]
     ]
-    return Comparison(metric, best, values[best], others)
+    counts = cell_counts(cells, list(values))
+    return Comparison(
+        metric,
+        best,
+        values[best],
+        others,
+        failed={label: int(counts.loc[label, "failed"]) for label in values},
+        cells={label: int(counts.loc[label, "cells"]) for label in values},
+    )
 
 
 def welch_p_value(a: list[float], b: list[float]) -> float | None:
     """Two-sided p-value of Welch's t-test (unequal variances); None when it cannot be computed:
-    fewer than two values on a side, or no spread on either side."""
+    fewer than two values on a side, or the same single value on every seed of both sides. Both
+    sides constant but different is a certain difference (t is infinite): p = 0."""
     if len(a) < 2 or len(b) < 2:
         return None
+    scale = max(1.0, *(x * x for x in a + b))
     spread = statistics.variance(a) + statistics.variance(b)
-    if spread <= 1e-12 * max(1.0, *(x * x for x in a + b)):
-        return None  # identical (or numerically identical) values: nothing to test
+    if spread <= 1e-12 * scale:
+        difference = (statistics.fmean(a) - statistics.fmean(b)) ** 2
+        return 0.0 if difference > 1e-12 * scale else None
     with warnings.catch_warnings():
         # scipy warns about precision loss when one side's values are nearly equal; the p-value
         # is still the right one for the data as logged

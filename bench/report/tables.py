@@ -14,12 +14,15 @@ from bench.report.provenance import OPTIMIZER_PARAMS
 from bench.report.stats import (
     ALPHA,
     CONFIDENCE,
+    DOMAIN_FAMILY,
+    INCEPTION_FAMILY,
     SEEDS,
     Comparison,
     Significance,
 )
 
 DASH = "–"
+FAMILY_TITLES = {DOMAIN_FAMILY: "domain family", INCEPTION_FAMILY: "Inception family"}
 
 
 def summary_note(tests: Significance) -> str:
@@ -58,20 +61,25 @@ def tests_note(tests: Significance, metrics: list[Metric]) -> str:
         if tests.untestable
         else ""
     )
+    families = "; ".join(
+        f"{FAMILY_TITLES[family]}: {size} testable comparison{'s' if size != 1 else ''}"
+        for family, size in tests.family_sizes.items()
+    )
     return (
         "Tested: the headline metrics "
         + (", ".join(c.metric.title for c in tests.comparisons) or "(none logged)")
         + ". For each, the variant with the best mean is compared with every other variant by "
-        "Welch's two-sided t-test (unequal variances) on the per-seed values. One "
-        "Holm-Bonferroni correction covers all "
-        f"{tests.family_size} testable comparison{'s' if tests.family_size != 1 else ''} of "
-        "this report, across all tested metrics; each row shows the raw and the Holm-adjusted "
-        "p. Beyond seed noise: "
+        "Welch's two-sided t-test (unequal variances) on the per-seed values of the finished "
+        "seeds. The Holm-Bonferroni correction is made within a fixed family of tests, one per "
+        "feature space (the domain space with the pixel-space metrics; the Inception space on its "
+        "own, so that adding Inception weights never changes a domain verdict): "
+        + (families or "no testable comparison")
+        + "; each row shows the raw and the Holm-adjusted p. Beyond seed noise: "
         f"Holm-adjusted p < {ALPHA}; within seed noise: these seeds do not separate the two "
         "variants, which is not evidence that they are equal (with few seeds the test has "
-        f"little power).{untestable} Not tested (descriptive only): "
-        + (", ".join(untested) or "none")
-        + "."
+        "little power). Failures count: a variant with a failed or diverged seed earns no ★, "
+        f"and each row states the failed seeds of its variant.{untestable} Not tested "
+        "(descriptive only): " + (", ".join(untested) or "none") + "."
     )
 
 
@@ -126,6 +134,10 @@ def best_row(metrics: list[Metric], tests: Significance) -> list[str]:
             texts.append(DASH)
         elif comparison.winner:
             texts.append(f"★ {comparison.winner}")
+        elif comparison.best_failed and comparison.others:
+            texts.append(
+                f"no ★ ({comparison.best} failed a seed); tied: " + ", ".join(comparison.tied)
+            )
         elif not comparison.others:
             texts.append(f"only {comparison.best}")
         else:
@@ -185,7 +197,11 @@ def describe(comparison: Comparison, summary: pd.DataFrame) -> dict:
         row = summary.loc[label]
         n = int(row[(metric.key, "n")])
         value = format_mean_ci(row[(metric.key, "mean")], row[(metric.key, "ci")], n)
-        return value if n == 1 else f"{value}, {n} seeds"  # one seed already says "(1 seed)"
+        value = value if n == 1 else f"{value}, {n} seeds"  # one seed already says "(1 seed)"
+        failed = comparison.failed.get(label, 0)
+        if failed:
+            value += f"; {failed} of {comparison.cells[label]} seeds failed"
+        return value
 
     extreme = "lowest" if metric.lower_is_better else "highest"
     lead = f"{comparison.best} has the {extreme} mean {metric.title}: {stated(comparison.best)}."
@@ -196,6 +212,12 @@ def describe(comparison: Comparison, summary: pd.DataFrame) -> dict:
         )
     elif not comparison.others:
         verdict = "No other variant has this metric."
+    elif comparison.best_failed:
+        verdict = (
+            f"No ★: {comparison.best_failed} of {comparison.best}'s "
+            f"{comparison.cells[comparison.best]} seeds failed, and its mean is over the seeds "
+            "that survived; tied: " + ", ".join(comparison.tied) + "."
+        )
     else:
         verdict = (
             "No variant is beyond seed noise of all others after the Holm correction; tied: "
