@@ -39,6 +39,9 @@ are never mixed up: a domain-FID is not an Inception FID.
 Tags
     suite, cell_id, variant_id (the resolved configuration without the seed: the seeds of one
     variant share it), model, label, seed, status ("finished" | "failed"), failure_reason,
+    failure_kind (a failed run's kind: "diverged", an outcome that `bench run` does not retry
+    without --rerun and that keeps its variant from the best-mark; "error" or "lost worker",
+    retried),
     inception_skipped (why the Inception metrics are absent, when they are),
     device (e.g. "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"), mlflow.source.git.commit (commit of
     the harness that ran the cell, when run from a git checkout; "-dirty" appended when the
@@ -102,6 +105,11 @@ TAG_LABEL = "label"
 TAG_SEED = "seed"
 TAG_STATUS = "status"
 TAG_FAILURE = "failure_reason"
+TAG_FAILURE_KIND = "failure_kind"  # why a run failed: one of FAILURE_KINDS
+FAILURE_DIVERGED = "diverged"  # a NaN or infinite loss or weight: an outcome of the cell
+FAILURE_ERROR = "error"  # an exception (out of memory, ...): retried by the next bench run
+FAILURE_LOST = "lost worker"  # its worker process died: retried by the next bench run
+FAILURE_KINDS = (FAILURE_DIVERGED, FAILURE_ERROR, FAILURE_LOST)
 TAG_INCEPTION_SKIPPED = "inception_skipped"
 TAG_DEVICE = "device"
 # where the data came from and what was done to it (bench/data/datasets.py,

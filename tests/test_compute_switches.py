@@ -13,6 +13,8 @@ initial weights and batches:
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -124,8 +126,11 @@ def test_cli_switches_override_the_suite(write_suite):
     default = CliRunner().invoke(main, ["run", str(path), "--dry-run"])
     bf16 = CliRunner().invoke(main, ["run", str(path), "--dry-run", "--precision", "bf16"])
     assert default.exit_code == bf16.exit_code == 0
-    ids = {line.split()[0] for line in default.output.splitlines()[1:]}
-    bf16_ids = {line.split()[0] for line in bf16.output.splitlines()[1:]}
+
+    def cell_ids(output: str) -> set[str]:  # the listed cells (the estimate follows them)
+        return {m.group(1) for m in re.finditer(r"^  ([0-9a-f]{16})  ", output, re.MULTILINE)}
+
+    ids, bf16_ids = cell_ids(default.output), cell_ids(bf16.output)
     assert len(ids) == len(bf16_ids) == 7 and ids.isdisjoint(bf16_ids)
     bad = CliRunner().invoke(main, ["run", str(path), "--precision", "fp8"])
     assert bad.exit_code == 2 and "fp8" in bad.output

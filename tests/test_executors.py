@@ -190,6 +190,9 @@ def test_stop_signal_under_parallel_checkpoints_the_running_cells_and_resumes_ex
             stdout=out,
             stderr=err,
             start_new_session=True,  # its own process group, as a job in a shell
+            # a terminal's foreground job takes Ctrl-C, even when pytest itself ignores SIGINT
+            # (started by nohup or as a background job), which `bench run` would inherit and keep
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             wait_for_pauses(pauses, 2, process, log)

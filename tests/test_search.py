@@ -7,6 +7,7 @@ is what is tested. The SIGKILL test runs `bench run` for real in a subprocess (m
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -349,7 +350,12 @@ def test_set_overrides_enter_the_cells_and_bad_ones_are_one_line_exit_2(tmp_path
         "models.1.grid.loss=[bce]",
     )
     assert listed.exit_code == 0, listed.output
-    assert {c.id for c in cells} == {line.split()[0] for line in listed.output.splitlines()[1:]}
+    listed_ids = {  # the cell lines (the training-time estimate follows them)
+        line.split()[0]
+        for line in listed.output.splitlines()
+        if re.match(r"  [0-9a-f]{16}  ", line)
+    }
+    assert {c.id for c in cells} == listed_ids
     for bad, message in [
         ("budget.stepz=5", "unknown field 'budget.stepz' (did you mean 'steps'?)"),
         ("budget.steps", "expected FIELD=VALUE"),

@@ -40,8 +40,8 @@ def test_a_variant_with_a_failed_seed_cannot_earn_the_star():
     assert comparison.winner is None
     assert best_row([FID], tests) == ["no ★ (wgan failed a seed); tied: wgan"]
     text = describe(comparison, summarize(cells, [FID], list(values)))
-    assert text["verdict"].startswith("No ★: 1 of wgan's 3 seeds failed")
-    assert "1 of 3 seeds failed" in text["lead"]
+    assert text["verdict"].startswith("No ★: wgan has 1 failed or diverged run(s) among its 3")
+    assert "1 failed of 3 seeds" in text["lead"]
     # the same numbers without the failure: the star
     clean = significance(cells_frame(values), [FID], list(values)).comparison(FID.key)
     assert clean.winner == "wgan"
@@ -70,3 +70,65 @@ def test_inception_metrics_form_their_own_family_and_never_move_a_domain_verdict
 
     assert adjusted(both) == adjusted(alone)
     assert both.comparison(FID.key).winner == alone.comparison(FID.key).winner
+
+
+def test_a_diverged_cell_is_an_outcome_and_its_attempt_counts_after_a_rerun(tmp_path, monkeypatch):
+    """The VAE diverges on seed 0 and a DCGAN crashes (out of memory): the next `bench run`
+    retries the crash, not the divergence; after --rerun the VAE's seed finishes, and the
+    report still counts its diverged attempt and gives the VAE no star."""
+    import torch
+    from click.testing import CliRunner
+
+    import models
+    from bench.cli import main
+    from bench.report.load import load_report
+    from tests.test_reliability import DCGANS, VAE, runs_by_cell, suite_text
+
+    vae, dcgan = models.model_class("vae"), models.model_class("dcgan")
+    vae_step, dcgan_step = vae.train_step, dcgan.train_step
+    broken = {"vae": True, "dcgan": True}
+
+    def nan_loss(self, x):
+        losses = vae_step(self, x)
+        if broken["vae"] and self.num_steps > 6 and torch.initial_seed() == 0:
+            losses["loss"] = torch.tensor(float("nan"))
+        return losses
+
+    def out_of_memory(self, x):
+        if broken["dcgan"] and self.options.loss == "wgan-gp":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return dcgan_step(self, x)
+
+    monkeypatch.setattr(vae, "train_step", nan_loss)
+    monkeypatch.setattr(dcgan, "train_step", out_of_memory)
+    path = tmp_path / "suite.yaml"
+    path.write_text(suite_text(VAE + DCGANS).replace("seeds: [0]", "seeds: [0, 1]"))
+    uri, checkpoints = f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "ck"
+    args = ["run", str(path), "--tracking-uri", uri, "--checkpoint-dir", str(checkpoints)]
+
+    def bench(*extra):
+        return CliRunner().invoke(main, [*args, "--no-progress", *extra])
+
+    first = bench()
+    assert first.exit_code == 1, first.output
+    assert "vae/seed0: FAILED: diverged at step" in first.output
+    broken["dcgan"] = False  # the out-of-memory does not recur; nor would the divergence
+    broken["vae"] = False
+    second = bench()
+    assert second.exit_code == 1, second.output  # the diverged cell is still the suite's failure
+    assert "vae/seed0: not retried, it diverged before (--rerun trains it again)" in second.output
+    assert "dcgan-wgan-gp/seed0: finished" in second.output  # the crash was retried
+    third = bench("--rerun")
+    assert third.exit_code == 0, third.output
+    runs = runs_by_cell(uri)
+    vae_runs = [r for rs in runs.values() for r in rs if r.data.tags[keys.TAG_LABEL] == "vae"]
+    kinds = sorted(r.data.tags.get(keys.TAG_FAILURE_KIND, "") for r in vae_runs)
+    assert kinds == ["", "", "", "diverged"]  # 2 seeds twice: one diverged run, kind-tagged
+
+    report = load_report(str(path), uri)
+    counts = report.cells.groupby("label")["diverged_attempts"].sum()
+    assert counts["vae"] == 1 and counts["dcgan-bce"] == 0
+    tests = significance(report.cells, report.metrics, report.variants)
+    for comparison in tests.comparisons:
+        assert comparison.failed["vae"] == 1
+        assert comparison.winner != "vae"

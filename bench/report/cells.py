@@ -38,8 +38,16 @@ def _run_row(run: Run) -> dict:
         "reason": reason.strip().splitlines()[0] if reason.strip() else "",
         "details": reason.strip(),
         "start_time": info.start_time,
+        "diverged": info.status == "FAILED" and _diverged(tags),
         **run.data.metrics,
     }
+
+
+def _diverged(tags: dict) -> bool:
+    kind = tags.get(keys.TAG_FAILURE_KIND)
+    if kind is not None:
+        return kind == keys.FAILURE_DIVERGED
+    return tags.get(keys.TAG_FAILURE, "").startswith("diverged at step")
 
 
 ROW_COLUMNS = (
@@ -60,9 +68,17 @@ def _cells(rows: list[dict], expected: dict | None) -> tuple[pd.DataFrame, int]:
     """One row per cell: its latest finished run, else its latest attempt; with a suite file,
     exactly the suite's cells (those never run get status "not run")."""
     frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(ROW_COLUMNS))
+    frame["diverged"] = frame.get("diverged", pd.Series(False, index=frame.index)).fillna(False)
     frame["finished_first"] = frame["status"] != keys.STATUS_FINISHED
     frame = frame.sort_values(["finished_first", "start_time"], ascending=[True, False])
     cells = frame.drop_duplicates("cell_id").drop(columns="finished_first")
+    # a divergence that did not recur when the cell ran again still counts against its variant
+    diverged_runs = frame.groupby("cell_id")["diverged"].sum()
+    cells = cells.assign(
+        diverged_attempts=(cells["cell_id"].map(diverged_runs).fillna(0) - cells["diverged"])
+        .clip(lower=0)
+        .astype(int)
+    )
     not_shown = 0
     if expected is not None:
         not_shown = int((~frame["cell_id"].isin(expected)).sum())

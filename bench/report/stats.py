@@ -63,15 +63,19 @@ def t_half_width(std: pd.Series, n: pd.Series) -> pd.Series:
 
 
 def cell_counts(cells: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
-    """Per variant: its cells, and how many finished, failed (the run failed, diverged or was
-    killed) and are missing (never run, or still running / its process died)."""
+    """Per variant: its cells, how many finished, failed (the run failed, diverged or was killed)
+    and are missing (never run, or still running / its process died), and the diverged attempts
+    of cells that were run again."""
     status = cells["status"]
+    attempts = cells.get("diverged_attempts", pd.Series(0, index=cells.index))
     flags = pd.DataFrame(
         {
             "cells": 1,
             "finished": status == keys.STATUS_FINISHED,
             "failed": status == keys.STATUS_FAILED,
             "missing": ~status.isin([keys.STATUS_FINISHED, keys.STATUS_FAILED]),
+            # earlier runs of the cell that diverged, though it finished (or failed) later
+            "diverged_attempts": pd.to_numeric(attempts, errors="coerce").fillna(0),
         }
     )
     counts = flags.groupby(cells["label"]).sum().reindex(variants)
@@ -105,7 +109,8 @@ class Comparison:
     best: str  # best mean (the first in variant order among equal means)
     best_values: list[float]
     others: list[Versus]  # every other variant with values, by mean: runner-up first
-    failed: dict[str, int] = field(default_factory=dict)  # label -> failed or diverged seeds
+    # label -> failed seeds plus the diverged attempts of seeds that finished when run again
+    failed: dict[str, int] = field(default_factory=dict)
     cells: dict[str, int] = field(default_factory=dict)  # label -> cells (seeds) of the variant
 
     @property
@@ -201,7 +206,10 @@ def compare(cells: pd.DataFrame, metric: Metric, variants: list[str]) -> Compari
         best,
         values[best],
         others,
-        failed={label: int(counts.loc[label, "failed"]) for label in values},
+        failed={
+            label: int(counts.loc[label, "failed"] + counts.loc[label, "diverged_attempts"])
+            for label in values
+        },
         cells={label: int(counts.loc[label, "cells"]) for label in values},
     )
 

@@ -118,9 +118,14 @@ def table_rows(
 
 
 def failed_text(count: pd.Series) -> str:
-    """'1/3' (failed of the variant's cells), '+ k missing' where cells have no result yet."""
+    """'1/3' (failed of the variant's cells), '+ k missing' where cells have no result yet, and
+    the diverged attempts of cells that finished when run again (--rerun): they still count."""
     text = f"{count['failed']}/{count['cells']}"
-    return text + (f" (+{count['missing']} missing)" if count["missing"] else "")
+    text += f" (+{count['missing']} missing)" if count["missing"] else ""
+    attempts = int(count.get("diverged_attempts", 0))
+    if attempts:
+        text += f" (+{attempts} diverged attempt{'s' if attempts != 1 else ''})"
+    return text
 
 
 def best_row(metrics: list[Metric], tests: Significance) -> list[str]:
@@ -200,7 +205,7 @@ def describe(comparison: Comparison, summary: pd.DataFrame) -> dict:
         value = value if n == 1 else f"{value}, {n} seeds"  # one seed already says "(1 seed)"
         failed = comparison.failed.get(label, 0)
         if failed:
-            value += f"; {failed} of {comparison.cells[label]} seeds failed"
+            value += f"; {failed} failed of {comparison.cells[label]} seeds (attempts included)"
         return value
 
     extreme = "lowest" if metric.lower_is_better else "highest"
@@ -214,9 +219,9 @@ def describe(comparison: Comparison, summary: pd.DataFrame) -> dict:
         verdict = "No other variant has this metric."
     elif comparison.best_failed:
         verdict = (
-            f"No ★: {comparison.best_failed} of {comparison.best}'s "
-            f"{comparison.cells[comparison.best]} seeds failed, and its mean is over the seeds "
-            "that survived; tied: " + ", ".join(comparison.tied) + "."
+            f"No ★: {comparison.best} has {comparison.best_failed} failed or diverged run(s) "
+            f"among its {comparison.cells[comparison.best]} seeds, and its mean is over the "
+            "seeds that finished; tied: " + ", ".join(comparison.tied) + "."
         )
     else:
         verdict = (

@@ -143,7 +143,7 @@ def fail_lost_cell(context: SuiteContext, cell: Cell, reason: str, pid: int | No
         else:
             lost = not claims.is_live(run, context.lease)
         if lost:
-            tracking.fail(context.client, run.info.run_id, reason)
+            tracking.fail(context.client, run.info.run_id, reason, kind=keys.FAILURE_LOST)
 
 
 class HeldElsewhere(Exception):
@@ -327,11 +327,13 @@ def _train_and_evaluate(
         raise
     except Diverged as err:
         reason = str(err) + _kept(saved_step, folder)
-        tracking.fail(client, run_id, reason)
+        tracking.fail(client, run_id, reason, kind=keys.FAILURE_DIVERGED)
         return reason
     except Exception as err:  # one cell's failure (e.g. out of memory) must not stop the suite
         reason = f"{type(err).__name__}: {err}".splitlines()[0] + _kept(saved_step, folder)
-        tracking.fail(client, run_id, reason + "\n" + traceback.format_exc())
+        tracking.fail(
+            client, run_id, reason + "\n" + traceback.format_exc(), kind=keys.FAILURE_ERROR
+        )
         return reason
 
 

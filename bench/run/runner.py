@@ -206,7 +206,9 @@ def pending(
 ) -> list[tuple[str, Cell]]:
     """(progress prefix, cell) of every cell to run; cells with a finished run are skipped, and
     with `failed_ends` (search trials) so are cells whose run failed: a failed trial is an
-    outcome, the worst value, not a cell to try again."""
+    outcome, the worst value, not a cell to try again. A cell whose latest run diverged is an
+    outcome too (a failed cell of the suite, without --rerun); one that crashed or lost its
+    worker is tried again."""
     todo = []
     client, experiment = context.client, context.experiment
     for index, cell in enumerate(cells, 1):
@@ -219,9 +221,21 @@ def pending(
         elif failed_ends and not context.rerun and tracking.failed_run(client, experiment, cell.id):
             context.echo(f"{prefix}: skipped, this trial failed before (it counts as the worst)")
             summary.skipped.append(cell.name)
+        elif not context.rerun and (reason := _diverged_last(client, experiment, cell.id)):
+            # an outcome of the cell, not an accident: --rerun to train it again
+            context.echo(f"{prefix}: not retried, it diverged before (--rerun trains it again)")
+            summary.failed.append((cell.name, reason))
         else:
             todo.append((prefix, cell))
     return todo
+
+
+def _diverged_last(client, experiment: str, cell_id: str) -> str | None:
+    """The failure reason when the cell's latest run diverged, else None."""
+    run = tracking.latest_run(client, experiment, cell_id)
+    if run is None or run.info.status != "FAILED" or not tracking.diverged(run):
+        return None
+    return run.data.tags.get(keys.TAG_FAILURE, "diverged").splitlines()[0]
 
 
 def run_search(

@@ -164,8 +164,12 @@ def finish(client: MlflowClient, run_id: str) -> None:
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
 
 
-def fail(client: MlflowClient, run_id: str, reason: str, killed: bool = False) -> None:
+def fail(
+    client: MlflowClient, run_id: str, reason: str, killed: bool = False, kind: str | None = None
+) -> None:
     tags = [RunTag(keys.TAG_STATUS, keys.STATUS_FAILED), RunTag(keys.TAG_FAILURE, reason[:4000])]
+    if kind is not None:
+        tags.append(RunTag(keys.TAG_FAILURE_KIND, kind))
     client.log_batch(run_id, tags=tags)
     status = RunStatus.KILLED if killed else RunStatus.FAILED
     client.set_terminated(run_id, RunStatus.to_string(status))
@@ -181,6 +185,14 @@ def flatten(config: dict, prefix: str = "") -> dict[str, object]:
         else:
             flat[name] = value
     return flat
+
+
+def diverged(run) -> bool:
+    """Whether a failed run diverged (an outcome), also for runs from before the kind tag."""
+    kind = run.data.tags.get(keys.TAG_FAILURE_KIND)
+    if kind is not None:
+        return kind == keys.FAILURE_DIVERGED
+    return run.data.tags.get(keys.TAG_FAILURE, "").startswith("diverged at step")
 
 
 def search_parent_run(

@@ -190,3 +190,14 @@ def failed_run(client: MlflowClient, experiment: str, cell_id: str):
         max_results=1,
     )
     return runs[0] if runs else None
+
+
+def latest_run(client: MlflowClient, experiment: str, cell_id: str):
+    """The cell's most recent run, whatever its status (None: never run)."""
+    runs = client.search_runs(
+        [experiment],
+        filter_string=f"tags.{keys.TAG_CELL_ID} = '{cell_id}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
