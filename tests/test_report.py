@@ -461,8 +461,20 @@ def test_failures_are_counted_per_variant_and_kept_out_of_the_means():
     missing = {"label": "a", "seed": 9, "status": "not run"}
     cells = pd.concat([cells, pd.DataFrame([missing])], ignore_index=True)
     counts = cell_counts(cells, ["a", "b"])
-    assert counts.loc["a"].to_dict() == {"cells": 3, "finished": 2, "failed": 0, "missing": 1}
-    assert counts.loc["b"].to_dict() == {"cells": 3, "finished": 1, "failed": 2, "missing": 0}
+    counted = ["cells", "finished", "failed", "missing"]  # (and diverged_attempts: none here)
+    assert counts.loc["a", counted].to_dict() == {
+        "cells": 3,
+        "finished": 2,
+        "failed": 0,
+        "missing": 1,
+    }
+    assert counts.loc["b", counted].to_dict() == {
+        "cells": 3,
+        "finished": 1,
+        "failed": 2,
+        "missing": 0,
+    }
+    assert counts["diverged_attempts"].tolist() == [0, 0]
     assert failed_text(counts.loc["a"]) == "0/3 (+1 missing)"
     assert failed_text(counts.loc["b"]) == "2/3"
     summary = summarize(cells, [FID], ["a", "b"])

@@ -202,8 +202,12 @@ def open_cell_run(cell: Cell, context: SuiteContext, folder: Path, prefix: str):
     if saved is not None and not tracking.resumable(client, experiment, cell.id, saved["run_id"]):
         saved = None  # its run failed (it would fail again), or belongs to another store
     resumed = saved["run_id"] if saved is not None else None
-    if resumed is not None:  # the interrupted run holds the claim from now on, not the new one
+    if resumed is not None:
+        # The interrupted run holds the claim from now on, not the new one: live (RUNNING, a
+        # fresh heartbeat, and older than any claim) before the new one is withdrawn, so that no
+        # other worker ever sees the cell unclaimed.
         claims.take_over(client, resumed)
+        tracking.reopen(client, resumed)
         claims.withdraw(client, mine)
     for run in tracking.running_runs(client, experiment, cell.id):
         if run.info.run_id in (resumed, mine) or claims.is_live(run, context.lease):
@@ -212,7 +216,6 @@ def open_cell_run(cell: Cell, context: SuiteContext, folder: Path, prefix: str):
         reason = f"interrupted before the first checkpoint ({why})"
         tracking.fail(client, run.info.run_id, reason, killed=True)
     if saved is not None:
-        tracking.reopen(client, resumed)
         echo(f"{prefix}: resuming run {resumed} from step {saved['step']} ({folder})")
         return resumed, saved
     checkpoint.remove(folder)  # a failed run's last good checkpoint: this cell starts over
