@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 from mlflow.entities import Run
 
-from bench import keys
+from bench import keys, tracking
 
 UNTAGGED = "untagged"  # name suffix of runs logged before the variant_id tag existed
 
@@ -38,16 +38,9 @@ def _run_row(run: Run) -> dict:
         "reason": reason.strip().splitlines()[0] if reason.strip() else "",
         "details": reason.strip(),
         "start_time": info.start_time,
-        "diverged": info.status == "FAILED" and _diverged(tags),
+        "diverged": info.status == "FAILED" and tracking.diverged(run),
         **run.data.metrics,
     }
-
-
-def _diverged(tags: dict) -> bool:
-    kind = tags.get(keys.TAG_FAILURE_KIND)
-    if kind is not None:
-        return kind == keys.FAILURE_DIVERGED
-    return tags.get(keys.TAG_FAILURE, "").startswith("diverged at step")
 
 
 ROW_COLUMNS = (

@@ -183,21 +183,19 @@ def resumable(client: MlflowClient, experiment: str, cell_id: str, run_id: str) 
 def failed_run(client: MlflowClient, experiment: str, cell_id: str):
     """The cell's latest run that failed (raised, diverged, lost its worker twice): for a search
     trial, an ended outcome (the worst value), not a run to resume."""
-    runs = client.search_runs(
-        [experiment],
-        filter_string=f"tags.{keys.TAG_CELL_ID} = '{cell_id}' and attributes.status = 'FAILED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0] if runs else None
+    return _newest_run(client, experiment, cell_id, "FAILED")
 
 
 def latest_run(client: MlflowClient, experiment: str, cell_id: str):
     """The cell's most recent run, whatever its status (None: never run)."""
+    return _newest_run(client, experiment, cell_id)
+
+
+def _newest_run(client: MlflowClient, experiment: str, cell_id: str, status: str | None = None):
+    where = f"tags.{keys.TAG_CELL_ID} = '{cell_id}'"
+    if status is not None:
+        where += f" and attributes.status = '{status}'"
     runs = client.search_runs(
-        [experiment],
-        filter_string=f"tags.{keys.TAG_CELL_ID} = '{cell_id}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+        [experiment], filter_string=where, order_by=["attributes.start_time DESC"], max_results=1
     )
     return runs[0] if runs else None
