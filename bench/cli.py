@@ -404,7 +404,7 @@ def score(
         click.echo(json.dumps(metrics, sort_keys=True))
         return
     click.echo(header)
-    for name, value in sorted(metrics.items()):
+    for name, value in metrics.items():  # the metric table's order
         click.echo(f"  {name:24s} {value:.6g}")
 
 

@@ -19,6 +19,10 @@ are never mixed up: a domain-FID is not an Inception FID.
     kid_<space>_std           its std over subsets
     precision_<space>         improved precision (Kynkaanniemi et al. 2019, k=3; higher better)
     recall_<space>            improved recall (higher better)
+    density_<space>           density (Naeem et al. 2020, k=5): real k-NN balls holding each
+                              sample, on average, over k (about 1 for a good generator)
+    coverage_<space>          coverage (Naeem et al. 2020, k=5): share of real k-NN balls holding
+                              at least one sample (higher better; a degenerate generator scores low)
     domain_classifier_accuracy  test accuracy of the domain classifier used for <space>=domain
     recon_mse                 mean squared error per pixel on the [0, 1] scale, evaluation images
                               vs decode(encode(x)) (encoder mean); only variants with an encoder
@@ -27,13 +31,23 @@ are never mixed up: a domain-FID is not an Inception FID.
                               (1: an even straight path, the ideal; T: one jump); <pairs> = prior
                               (latent pairs from N(0, I)) or encoded (encoder means)
     interp_evenness_<pairs>   mean over pairs of max step / path length (1/T even, 1 a jump)
-    interp_degenerate_<pairs> share of pairs left out of the two above because their endpoint
-                              images coincide in feature space (1 for a constant generator,
-                              whose interpolation metrics are then absent)
+    interp_degenerate_<pairs> share of pairs left out of the two above because their endpoints
+                              are closer than REACH_FLOOR (10%) of the real scale (the median
+                              domain-feature distance between random pairs of real evaluation
+                              images): 1 for a constant or near-constant generator
+    interp_reach_<pairs>      mean endpoint distance of the pairs over that real scale (about 1
+                              for a generator as diverse as the data; 0 for a constant one)
     modes_covered             classes receiving at least half their real share among samples,
-                              both shares by the domain classifier's predictions
-    class_kl                  KL(real class histogram || generated class histogram), both
-                              histograms of the domain classifier's predictions
+                              both shares by the domain classifier's recognised predictions
+                              (confident, and near a real image: thresholds ~95% of real
+                              images pass, bench/metrics/modes.py)
+    class_kl                  KL(real || generated) over the classes and an "unrecognised" bin,
+                              both histograms of the domain classifier's confident predictions
+    unrecognised              share of samples that fail either threshold (about 0.05 for the
+                              real images themselves)
+    modes_threshold           the calibrated probability threshold itself
+    modes_distance            the calibrated distance threshold (domain features): a sample
+                              farther than this from every real image is unrecognised
     eval_seconds              wall time of the evaluation
 
 Tags
@@ -155,6 +169,9 @@ DOMAIN_ACCURACY = "domain_classifier_accuracy"
 RECON_MSE = "recon_mse"
 MODES_COVERED = "modes_covered"
 CLASS_KL = "class_kl"
+UNRECOGNISED = "unrecognised"
+MODES_THRESHOLD = "modes_threshold"
+MODES_DISTANCE = "modes_distance"
 EVAL_SECONDS = "eval_seconds"
 INTERP_PAIRS = ("prior", "encoded")
 
@@ -189,6 +206,18 @@ def interp_degenerate_key(pairs: str) -> str:
 
 def interp_evenness_key(pairs: str) -> str:
     return f"interp_evenness_{pairs}"
+
+
+def interp_reach_key(pairs: str) -> str:
+    return f"interp_reach_{pairs}"
+
+
+def density_key(space: str) -> str:
+    return f"density_{space}"
+
+
+def coverage_key(space: str) -> str:
+    return f"coverage_{space}"
 
 
 # Search stages (a suite with a `search:` block): one parent run per variant's search, its trials

@@ -101,9 +101,11 @@ class GenerativeModel(nn.Module):
             for m in norms:
                 m.reset_running_stats()
                 m.momentum = None  # cumulative average over the calibration batches
-            self.decoder.train()
             with torch.compiler.set_stance("force_eager"):
                 for z in latents:
+                    # train mode set for every batch: producing the latents may have changed it
+                    # (encode() leaves a model in eval mode as it found it, its decoder too)
+                    self.decoder.train()
                     self.decoder(z.to(self.device))
             self.decoder.train(was_training)
             yield

@@ -51,6 +51,16 @@ from .networks import Decoder, Discriminator, Encoder, depth, init_weights
 from .registry import ModelConfigError, ModelOptions, register
 
 
+def random_reals(x: torch.Tensor, count: int) -> torch.Tensor:
+    """`count` real images in random order (each of x used count / len(x) times) to pair with
+    the fakes for the gradient penalty: Gulrajani et al. interpolate between a real and a fake
+    drawn independently. Pairing each real with its own reconstruction would sample only the short
+    segments between near-identical images, so the penalty would say little about the critic
+    between the two distributions."""
+    repeated = x.repeat((count + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:count]
+    return repeated[torch.randperm(count, device=x.device)]
+
+
 @register("vaegan")
 class VaeGan(GenerativeModel):
     class Options(ModelOptions):
@@ -142,7 +152,7 @@ class VaeGan(GenerativeModel):
         if self.wgan:
             fake = torch.cat([x_tilde, x_p])
             wasserstein = -wgan_critic_loss(dis(x), dis(fake))
-            gp = gradient_penalty(dis, torch.cat([x, x]), fake)
+            gp = gradient_penalty(dis, random_reals(x, len(fake)), fake)
             loss_d = -wasserstein + self.options.gp_lambda * gp
             logs = {"loss_d": loss_d, "wasserstein": wasserstein, "gp": gp}
         else:
@@ -205,7 +215,7 @@ class VaeGan(GenerativeModel):
         if self.wgan:
             fake = torch.cat([x_tilde, x_p])
             wasserstein = -wgan_critic_loss(d_x, torch.cat([d_tilde, d_p]))
-            gp = gradient_penalty(dis, torch.cat([x, x]), fake)  # on detached fakes
+            gp = gradient_penalty(dis, random_reals(x, len(fake)), fake)  # on detached fakes
             loss_d = -wasserstein + self.options.gp_lambda * gp
             logs = {"loss_d": loss_d, "wasserstein": wasserstein, "gp": gp}
         else:

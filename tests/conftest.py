@@ -116,3 +116,25 @@ def trained(synthetic, tmp_path_factory):
         log=lines.append,
     )
     return classifier, accuracy, cache_dir, lines
+
+
+@pytest.fixture(scope="session")
+def synthetic_evaluator():
+    """An evaluator of the synthetic dataset (its domain classifier trained once per session)."""
+    import torch
+
+    from bench.data import load_dataset
+    from bench.data.config import DatasetConfig
+    from bench.metrics.evaluate import prepare
+    from bench.metrics.settings import EvaluationConfig
+
+    data = load_dataset("synthetic", train_limit=1024, eval_limit=400)
+    # the fake models here have no batch norm to recalibrate
+    config = EvaluationConfig(
+        num_samples=400,
+        batch_size=200,
+        feature_extractors=["domain"],
+        interp_pairs=4,
+        batch_norm="running",
+    )
+    return prepare(data, DatasetConfig(name="synthetic"), config, torch.device("cpu"), log=print)

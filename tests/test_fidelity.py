@@ -16,7 +16,10 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 from bench import keys
 from bench.metrics import domain, fidelity
 
-SPACE_KEYS = [keys.fid_key, keys.kid_key, keys.kid_std_key, keys.precision_key, keys.recall_key]
+SPACE_KEYS = [
+    keys.fid_key, keys.kid_key, keys.kid_std_key, keys.precision_key, keys.recall_key,
+    keys.density_key, keys.coverage_key,
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +91,9 @@ def assert_same_metrics(ours, expected):
     """The features are bit-identical (checked below) and go through torch-fidelity's own
     functions, so only float64 rounding could separate the numbers: relative 1e-9 for FID and
     KID mean/std; precision and recall are fractions of counts and must be equal."""
-    assert ours.keys() == expected.keys()
+    # density and coverage are not torch-fidelity's (tests/test_density_coverage.py checks them)
+    extra = {keys.density_key("domain"), keys.coverage_key("domain")}
+    assert ours.keys() - extra == expected.keys()
     for key, value in expected.items():
         torch.testing.assert_close(ours[key], float(value), rtol=1e-9, atol=1e-12, msg=key)
     for key in (keys.precision_key("domain"), keys.recall_key("domain")):
@@ -135,7 +140,8 @@ def test_features_from_one_pass_give_torch_fidelitys_features_and_numbers(
     assert_same_metrics(metrics, reference_metrics(fake, real, classifier_file))
 
     cheap = fidelity.feature_metrics("domain", extracted["fake"], extracted["real"], 100, prc=False)
-    assert cheap == {k: v for k, v in metrics.items() if "precision" not in k and "recall" not in k}
+    neighbours = ("precision", "recall", "density", "coverage")  # the k-NN metrics: prc only
+    assert cheap == {k: v for k, v in metrics.items() if not any(n in k for n in neighbours)}
 
 
 def test_fid_is_zero_against_itself_and_grows_with_a_shift(

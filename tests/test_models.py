@@ -985,3 +985,51 @@ def test_every_dis_layer_trains_vaegan_disfeat_at_64(layer, adversarial):
     assert logs["llike"] > 0
     for net in NETWORKS:
         assert changed(model, before, net)
+
+
+@pytest.mark.parametrize("name", ["vae", "vaegan"])
+def test_decoder_statistics_recalibrate_a_model_left_in_eval_mode(name):
+    """The encoded calibration latents are made by encode(), which leaves a model in the mode it
+    found it: a model in eval mode used to turn its decoder back to eval before each calibration
+    batch, so the reset statistics were never re-estimated (mean 0, variance 1 decoded every
+    reconstruction). The decoder is put in train mode for every batch now."""
+    model = make(name, {})
+    for _ in range(3):
+        model.train_step(images())
+    model.eval()
+    batches = [images(seed) for seed in range(3)]
+    projection, norm = model.decoder.project[0], model.decoder.project[1]
+    with torch.no_grad():
+        latents = [model.encode(x) for x in batches]
+        expected = torch.cat([projection(z) for z in latents]).mean(0)
+    with model.decoder_statistics(model.encode(x) for x in batches):
+        torch.testing.assert_close(norm.running_mean, expected, rtol=1e-4, atol=1e-5)
+    assert not model.training and not model.decoder.training
+
+
+@pytest.mark.parametrize("update", ["alternating", "simultaneous"])
+def test_vaegan_gradient_penalty_pairs_reals_and_fakes_at_random(update, monkeypatch):
+    """Gulrajani et al. interpolate between a real and a fake drawn independently. The WGAN-GP
+    VAE-GAN's fakes are the reconstructions and the prior samples; pairing each real with its own
+    reconstruction would sample only short segments. The reals are every image of the batch
+    twice, in random order."""
+    import models.vaegan as vaegan
+
+    captured = []
+
+    def spy(critic, real, fake):
+        captured.append((real.detach().clone(), fake.detach().clone()))
+        return gradient_penalty(critic, real, fake)
+
+    monkeypatch.setattr(vaegan, "gradient_penalty", spy)
+    model = make("vaegan", {"adversarial": "wgan-gp", "update": update})
+    x = images(3, n=16)
+    model.train_step(x)
+    assert captured
+    doubled = torch.cat([x, x]).flatten(1)
+    for real, fake in captured:
+        assert real.shape == fake.shape == (32, *IMAGE_SHAPE)
+        # the same images, each twice, but not in the order of their reconstructions
+        assert torch.equal(real.flatten(1).sort(0).values, doubled.sort(0).values)
+        own = (real.flatten(1) == doubled).all(1).double().mean().item()
+        assert own < 0.5

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
@@ -419,3 +420,68 @@ def test_a_report_finds_the_cells_a_set_override_ran(tmp_path, write_suite):
     assert "1 finished cells of 1" in matched.output
     unmatched = bench(*args, "--out", str(tmp_path / "without"))  # the file's 7 cells: none ran
     assert "0 finished cells of 7" in unmatched.output
+
+
+def test_a_search_chooses_on_validation_images_and_reports_on_the_evaluation_split(tmp_path):
+    """The trials train without a seeded, class-stratified validation set held out of the
+    training split and are scored on it; the follow-ups train on the same pool and are scored on
+    the evaluation split, which no choice has seen (the runs' dataset inputs say which)."""
+    import json
+
+    from bench.data import load_dataset
+    from bench.data.datasets import hold_out_validation, validation_size
+
+    path = write(tmp_path, VAE, trials=2)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    result = bench("run", str(path), "--tracking-uri", uri, "--checkpoint-dir", str(tmp_path / "c"))
+    assert result.exit_code == 0, result.output
+
+    data = load_dataset("synthetic", train_limit=64, eval_limit=32)
+    size = validation_size(64, None)
+    assert size == 6  # 10% of 64, rounded
+    held = hold_out_validation(data, size, seed=0)
+    assert len(held.train.images) == 58 and len(held.validation.images) == 6
+    # disjoint, and together the whole training split
+    pool = torch.cat([held.train.images, held.validation.images]).flatten(1)
+    assert len(torch.unique(pool, dim=0)) == len(torch.unique(data.train.images.flatten(1), dim=0))
+    assert len(torch.unique(held.validation.labels)) == 6  # stratified: 6 different classes
+
+    def inputs(run) -> dict[str, tuple[str, int, str]]:
+        found = {}
+        for entry in run.inputs.dataset_inputs:
+            tags = {tag.key: tag.value for tag in entry.tags}
+            profile = json.loads(entry.dataset.profile)
+            found[tags["mlflow.data.context"]] = (
+                entry.dataset.digest,
+                profile["num_images"],
+                tags[keys.INPUT_TAG_SPLIT],
+            )
+        return found
+
+    all_runs = runs(uri)
+    trials, finals = by_stage(all_runs, keys.STAGE_TRIAL), by_stage(all_runs, keys.STAGE_FINAL)
+    assert len(trials) == 2 and len(finals) == 2
+    for run in trials:
+        seen = inputs(run)
+        assert seen[keys.DATASET_TRAINING][:2] == (held.train.digest, 58)
+        assert seen[keys.DATASET_EVALUATION] == (
+            held.validation.digest,
+            6,
+            "validation (held out of train)",
+        )
+        assert run.data.params["validation.scored_on"] == "validation"
+    for run in finals:
+        seen = inputs(run)
+        assert seen[keys.DATASET_TRAINING][:2] == (held.train.digest, 58)
+        assert seen[keys.DATASET_EVALUATION] == (data.eval.digest, 32, "test")
+        assert run.data.params["validation.scored_on"] == "eval"
+
+
+def test_a_validation_set_too_large_for_the_training_split_is_one_line_exit_2(tmp_path):
+    path = write(tmp_path, VAE, trials=1)
+    text = path.read_text().replace("  seed: 7\n", "  seed: 7\n  validation: 60\n")
+    path.write_text(text)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    result = bench("run", str(path), "--tracking-uri", uri)
+    assert result.exit_code == 2, result.output
+    assert "search.validation: holding out 60 of 64 training images" in result.output

@@ -25,6 +25,7 @@ way back to [0, 1]. Labels are None for unlabelled data.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -285,6 +286,42 @@ def _limit(split: Split, limit: int | None, seed: int) -> Split:
         return Split(split.images[index], None)
     index = stratified_subset(split.labels, limit, seed)
     return Split(split.images[index], split.labels[index])
+
+
+VALIDATION_SHARE = 0.1
+VALIDATION_CAP = 5000
+
+
+def validation_size(train_count: int, requested: int | None) -> int:
+    """How many training images a search holds out: `requested` (search.validation), else 10%
+    of the training split or 5000, whichever is smaller."""
+    if requested is not None:
+        return requested
+    return min(VALIDATION_CAP, max(1, round(VALIDATION_SHARE * train_count)))
+
+
+def hold_out_validation(data: ImageData, size: int, seed: int) -> ImageData:
+    """`data` with a seeded, class-stratified (when labelled) set of `size` training images moved
+    into data.validation; data.train keeps the rest, in their order."""
+    train = data.train
+    if not 0 < size < len(train.images):
+        raise ValueError(
+            f"a validation set of {size} images cannot be held out of {len(train.images)} "
+            "training images"
+        )
+    if train.labels is None:
+        generator = torch.Generator().manual_seed(seed)
+        index = torch.randperm(len(train.images), generator=generator)[:size].sort().values
+    else:
+        index = stratified_subset(train.labels, size, seed)
+    held = torch.zeros(len(train.images), dtype=torch.bool)
+    held[index] = True
+    labels = train.labels
+
+    def part(mask: torch.Tensor) -> Split:
+        return Split(train.images[mask], labels[mask] if labels is not None else None)
+
+    return dataclasses.replace(data, train=part(~held), validation=part(held), _fingerprint=None)
 
 
 def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:

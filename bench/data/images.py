@@ -36,6 +36,9 @@ class ImageData:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     split_rule: str = "the dataset's own train and test splits"
     _fingerprint: str | None = field(default=None, repr=False)
+    # images held out of the training split to make a search's choices on (bench.data.datasets
+    # hold_out_validation); `train` is then the rest. None: nothing held out.
+    validation: Split | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

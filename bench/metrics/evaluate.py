@@ -13,6 +13,7 @@ suites and runs) and held by the Evaluator for every cell of the suite.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,9 +27,16 @@ from bench import keys
 from bench.data.cache import default_cache_dir
 from bench.data.config import DatasetConfig
 from bench.data.datasets import load_dataset
-from bench.data.images import ImageData, model_batch, on_device, to_model_range, to_unit_range
-from bench.metrics import domain, fidelity
-from bench.metrics.interpolation import interpolation_metrics
+from bench.data.images import (
+    ImageData,
+    Split,
+    model_batch,
+    on_device,
+    to_model_range,
+    to_unit_range,
+)
+from bench.metrics import domain, fidelity, modes
+from bench.metrics.interpolation import interpolation_metrics, real_scale
 from bench.metrics.settings import EvaluationConfig
 
 # Offsets keep the evaluation's random streams apart from training's (which uses the seed as is).
@@ -82,15 +90,26 @@ class Evaluator:
         )
 
     @cached_property
-    def real_domain_labels(self) -> torch.Tensor:
-        """The domain classifier's predicted classes of the evaluation images: mode coverage
-        compares the samples' predicted classes with these, the same labeller on both sides (the
-        ground-truth labels would charge the classifier's own errors to every model). The logits
-        are the classifier's head on the cached features (its dropout is off in eval mode)."""
+    def real_domain_logits(self) -> torch.Tensor:
+        """The domain classifier's logits of the evaluation images: its head on the cached
+        features (dropout is off in eval mode). Mode coverage compares the samples' predicted
+        classes with these, the same labeller on both sides (the ground-truth labels would
+        charge the classifier's own errors to every model)."""
         self.classifier.eval()
         with torch.no_grad():
-            features = self.real_domain_features.to(self.device)
-            return self.classifier.head(features).argmax(1).cpu()
+            return self.classifier.head(self.real_domain_features.to(self.device)).cpu()
+
+    @cached_property
+    def modes_reference(self) -> modes.RealReference:
+        """The evaluation images calibrated for mode coverage (bench/metrics/modes.py): the
+        thresholds ~95% of them pass, and their own recognised classes."""
+        return modes.real_reference(self.real_domain_logits, self.real_domain_features)
+
+    @cached_property
+    def real_scale(self) -> float:
+        """The median domain-feature distance between random pairs of evaluation images: the
+        yardstick of interpolation reach (bench/metrics/interpolation.py)."""
+        return real_scale(self.real_domain_features)
 
     @cached_property
     def real_domain_features(self) -> torch.Tensor:
@@ -118,18 +137,20 @@ def prepare(
 ) -> Evaluator:
     """Train or load the domain classifier and locate the Inception weights, once per suite.
 
-    The classifier is trained on the dataset's full train split (ignoring the suite's
-    train_limit) so that it is the same for every suite on that dataset; on unlabelled data it
-    learns the rotation task (bench/metrics/domain.py)."""
+    The classifier is trained on the suite's whole training split (its train_split, without
+    train_limit and without a search's validation hold-out) and measured on its whole eval_split,
+    so that it is the same for every suite on that dataset and those splits; on unlabelled data
+    it learns the rotation task (bench/metrics/domain.py)."""
     cache_dir = cache_dir or default_cache_dir()
     full = data
-    if dataset.train_limit is not None or dataset.eval_limit is not None:
+    limited = dataset.train_limit is not None or dataset.eval_limit is not None
+    if limited or data.validation is not None:
         full = load_dataset(
             dataset.name,
             dataset.root,
             cli_root,
-            "train",
-            "test",
+            dataset.train_split,
+            dataset.eval_split,
             cache_dir=cache_dir,
             **dataset.load_options(),
         )
@@ -167,6 +188,15 @@ def prepare(
     )
 
 
+def scoring_on(evaluator: Evaluator, split: Split) -> Evaluator:
+    """The same evaluator (classifier, settings, training pool) scoring against `split`
+    instead of the evaluation split: a search's validation images. Its real features and scale
+    are those of `split`, cached under its own digest."""
+    data = dataclasses.replace(evaluator.data, eval=split)
+    images = on_device(split.images, evaluator.device, "validation set")
+    return dataclasses.replace(evaluator, data=data, eval_images=images)
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Model range [-1, 1] -> uint8 [0, 255] on the CPU, as image files would store them."""
     return to_unit_range(images).mul(255).round().to(torch.uint8).cpu()
@@ -193,26 +223,6 @@ def recon_mse(model, images: torch.Tensor, batch_size: int) -> float:
         total += (to_unit_range(x_hat) - to_unit_range(x)).double().pow(2).sum().item()
         count += x.numel()
     return total / count
-
-
-def mode_coverage(
-    generated_labels: torch.Tensor, real_labels: torch.Tensor, num_classes: int
-) -> tuple[int, float]:
-    """(modes_covered, class_kl) from the classes of generated samples and of real images, both
-    as predicted by the same classifier (Evaluator.real_domain_labels).
-
-    modes_covered: classes whose share among the samples is at least half their share in the real
-    data. class_kl: KL(p_real || p_gen) in nats, with p_gen smoothed by half a count per class
-    (Jeffreys prior) so that a missing class gives a large but finite value."""
-    p_real = torch.bincount(real_labels.cpu(), minlength=num_classes).double()
-    p_real /= p_real.sum()
-    counts = torch.bincount(generated_labels.cpu(), minlength=num_classes).double()
-    p_gen_raw = counts / counts.sum()
-    covered = int(((p_gen_raw >= 0.5 * p_real) & (p_real > 0)).sum())
-    p_gen = (counts + 0.5) / (counts.sum() + 0.5 * num_classes)
-    present = p_real > 0
-    kl = (p_real[present] * (p_real[present] / p_gen[present]).log()).sum().item()
-    return covered, kl
 
 
 @contextmanager
@@ -278,9 +288,11 @@ def evaluate(model, evaluator: Evaluator, seed: int, cheap: bool = False):
             return
         z_a, z_b, method = pairs[kind]
         result = interpolation_metrics(
-            model.decode, evaluator.embed, z_a, z_b, config.interp_steps, method
-        )
+            model.decode, evaluator.embed, z_a, z_b, config.interp_steps, evaluator.real_scale,
+            method,
+        )  # fmt: skip
         metrics[keys.interp_degenerate_key(kind)] = result.degenerate
+        metrics[keys.interp_reach_key(kind)] = result.reach
         if result.energy is not None:  # absent when every pair's endpoints coincide
             metrics[keys.interp_energy_key(kind)] = result.energy
             metrics[keys.interp_evenness_key(kind)] = result.evenness
@@ -308,7 +320,7 @@ def evaluate(model, evaluator: Evaluator, seed: int, cheap: bool = False):
                 KID_SUBSET_SIZE,
                 prc=not cheap,
             )
-        else:  # Inception: another network, through torch-fidelity's calculate_metrics
+        else:  # Inception: another network, through torch-fidelity's extraction
             metrics |= fidelity.fidelity_metrics(
                 fake_uint8,
                 real_uint8,
@@ -329,11 +341,12 @@ def evaluate(model, evaluator: Evaluator, seed: int, cheap: bool = False):
                 grid = reconstruction_grid(model, evaluator.data, config.grid_size // 2)
                 images["reconstructions"] = grid
     if evaluator.has_classes:  # absent, never 0, for unlabelled data
-        covered, kl = mode_coverage(
-            fake_domain.logits.argmax(1), evaluator.real_domain_labels, evaluator.data.num_classes
+        metrics |= modes.mode_metrics(
+            fake_domain.logits,
+            fake_domain.features,
+            evaluator.modes_reference,
+            evaluator.data.num_classes,
         )
-        metrics[keys.MODES_COVERED] = covered
-        metrics[keys.CLASS_KL] = kl
     metrics[keys.EVAL_SECONDS] = time.perf_counter() - started
     images["interpolation"] = torch.cat(strips) if strips else None
     return metrics, images

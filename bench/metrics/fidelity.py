@@ -11,9 +11,9 @@ pass them, so the values are calculate_metrics(feature_extractor="bench-domain")
 images' features are computed once and cached on disk (`real_domain_features`), reused by every
 later evaluation against the same images and weights.
 
-Inception space: `fidelity_metrics` feeds torch-fidelity's calculate_metrics (uint8 tensors
-wrapped as in-memory datasets, an explicit weights file: nothing is ever downloaded), whose own
-disk cache keeps the real side.
+Inception space: torch-fidelity's own extractor, batching and disk cache (the real side) give
+the features (uint8 tensors wrapped as in-memory datasets, an explicit weights file: nothing is
+ever downloaded), then the same feature-level functions as the domain space.
 """
 
 from __future__ import annotations
@@ -30,17 +30,20 @@ from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
+from torch_fidelity.utils import create_feature_extractor, extract_featuresdict_from_input_id_cached
 
 from bench import keys
 from bench.data.cache import atomic_save, default_cache_dir
 from bench.metrics import domain
+from bench.metrics.density_coverage import NEAREST_K, density_coverage
 
 INCEPTION_EXTRACTOR = "inception-v3-compat"
+INCEPTION_LAYER = "2048"  # the pool features FID, KID and precision/recall are computed on
 # the file name torch.hub.load_state_dict_from_url gives the download: the URL's last part
 INCEPTION_FILE = os.path.basename(urlparse(URL_INCEPTION_V3).path)
 FIDELITY_CACHE_FOLDER = "fidelity"
-# precision/recall look at each sample's 3rd nearest neighbour among the others: 4 samples at least
-MIN_SAMPLES = 4
+# density/coverage look at each real item's 5th nearest neighbour among the others: 6 at least
+MIN_SAMPLES = NEAREST_K + 1
 EQUAL_COUNTS_SEED = 0
 # What both paths give torch-fidelity, so that calculate_metrics (Inception) and the feature-level
 # functions (domain) agree; everything else is torch-fidelity's default (100 KID subsets, cubic
@@ -85,12 +88,13 @@ def fidelity_metrics(
     cache_dir: str | Path | None = None,
     prc: bool = True,
 ) -> dict[str, float]:
-    """FID, KID (mean and std over 100 subsets) and, with prc, precision and recall (k=3) of the
+    """FID, KID (mean and std over 100 subsets) and, with prc, precision and recall (k=3),
+    density and coverage (k=5) of the
     generated images `fake` against the real images `real` (both uint8 (N, C, H, W)) in `space`,
     under bench.keys names.
 
-    Domain: the classifier read from domain_weights, features by domain.extract, numbers by
-    feature_metrics. Inception: torch-fidelity's calculate_metrics.
+    Domain: the classifier read from domain_weights, features by domain.extract. Inception:
+    torch-fidelity's extraction (inception_features). Numbers by feature_metrics.
 
     real_cache_name identifies `real` (dataset, split, content, extractor): its features are
     cached under <cache_dir>/fidelity/ and read back on every later call with the same name. The
@@ -118,31 +122,42 @@ def fidelity_metrics(
         )
         return feature_metrics(space, fake_features, real_features, kid_subset_size, prc)
 
-    def inception(fake_images, real_images, cache_name, fid_kid: bool, with_prc: bool) -> dict:
-        return torch_fidelity.calculate_metrics(
-            input1=UInt8Images(fake_images.cpu(), 3),
-            input2=UInt8Images(real_images.cpu(), 3),
-            input2_cache_name=f"{cache_name}-{_file_digest(weights)}",
-            cache=True,
-            cache_root=str(_cache_root(cache_dir)),
-            fid=fid_kid,
-            kid=fid_kid,
-            prc=with_prc,
-            feature_extractor=INCEPTION_EXTRACTOR,
-            feature_extractor_weights_path=str(weights),
-            # torch-fidelity knows CUDA or CPU only
-            cuda=torch.device(device).type == "cuda",
-            batch_size=batch_size,
-            kid_subset_size=kid_subset(kid_subset_size, fake, real),
-            **TORCH_FIDELITY_OPTIONS,
-        )
+    fake_features, real_features = inception_features(
+        fake, real, weights, real_cache_name, batch_size, device, cache_dir
+    )
+    return feature_metrics(space, fake_features, real_features, kid_subset_size, prc)
 
-    results = inception(fake, real, real_cache_name, fid_kid=True, with_prc=False)
-    if prc:  # on equal counts of real and generated images (see equal_counts)
-        fake_equal, real_equal = equal_counts(fake, real)
-        name = f"{real_cache_name}-equal{len(real_equal)}"
-        results |= inception(fake_equal, real_equal, name, fid_kid=False, with_prc=True)
-    return _under_bench_keys(space, results, prc)
+
+def inception_features(
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    weights: Path,
+    real_cache_name: str,
+    batch_size: int,
+    device: torch.device | str,
+    cache_dir: str | Path | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inception pool features (N, 2048) of the generated and the real images, extracted by
+    torch-fidelity's own code (the extractor, batching and disk cache calculate_metrics uses, an
+    explicit weights file: nothing is downloaded); the real side is cached under real_cache_name
+    plus the weights' digest."""
+    options = {
+        "input1": UInt8Images(fake.cpu(), 3),
+        "input2": UInt8Images(real.cpu(), 3),
+        "input2_cache_name": f"{real_cache_name}-{_file_digest(weights)}",
+        "cache": True,
+        "cache_root": str(_cache_root(cache_dir)),
+        "feature_extractor": INCEPTION_EXTRACTOR,
+        "feature_extractor_weights_path": str(weights),
+        # torch-fidelity knows CUDA or CPU only
+        "cuda": torch.device(device).type == "cuda",
+        "batch_size": batch_size,
+        **TORCH_FIDELITY_OPTIONS,
+    }
+    extractor = create_feature_extractor(INCEPTION_EXTRACTOR, [INCEPTION_LAYER], **options)
+    fake_features = extract_featuresdict_from_input_id_cached(1, extractor, **options)
+    real_features = extract_featuresdict_from_input_id_cached(2, extractor, **options)
+    return fake_features[INCEPTION_LAYER].cpu(), real_features[INCEPTION_LAYER].cpu()
 
 
 def feature_metrics(
@@ -157,7 +172,9 @@ def feature_metrics(
 
     The numbers come from torch-fidelity's feature-level functions (FID statistics and distance,
     KID over subsets, precision/recall), the ones calculate_metrics itself calls on the features
-    it extracts, here given the same options and CPU tensors: nothing is re-implemented."""
+    it extracts, here given the same options and CPU tensors: nothing is re-implemented. With
+    prc, density and coverage (Naeem et al. 2020, k=5; bench/metrics/density_coverage.py) come
+    with precision and recall, on the same equal counts."""
     _check_count(len(fake), "fake")
     _check_count(len(real), "real")
     fake, real = fake.cpu(), real.cpu()
@@ -169,9 +186,16 @@ def feature_metrics(
         fid_features_to_statistics(fake), fid_features_to_statistics(real), verbose=False
     )
     results |= kid_features_to_metric(fake, real, **options)
+    metrics = {}
     if prc:
-        results |= prc_features_to_metric(*equal_counts(fake, real), **options)
-    return _under_bench_keys(space, results, prc)
+        fake_equal, real_equal = equal_counts(fake, real)
+        results |= prc_features_to_metric(fake_equal, real_equal, **options)
+        scores = density_coverage(real_equal, fake_equal)
+        metrics = {
+            keys.density_key(space): scores["density"],
+            keys.coverage_key(space): scores["coverage"],
+        }
+    return _under_bench_keys(space, results, prc) | metrics
 
 
 def equal_counts(fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

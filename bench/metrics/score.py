@@ -7,7 +7,8 @@ Both are preprocessed alike (centre crop, resize, channels) and must end at the 
 The feature space is a run's domain space: the domain network of the dataset named with
 `dataset` (the very network, from the same cache, that a suite on that dataset uses), or one
 trained on REAL itself (`train_domain`): a classifier when REAL has class folders or labels, the
-rotation network otherwise, trained on a seeded 90% of REAL and measured on the rest. With
+rotation network otherwise, trained on a seeded 90% of REAL and measured on the rest; FAKE is then
+scored against that held-out 10% only, never against images the feature network learned. With
 Inception weights, the `*_inception` metrics come too. Every metric has the name a run logs it
 under (bench/keys.py), so a score sits beside a run in the same table.
 """
@@ -22,7 +23,6 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_image, read_file
 
-from bench import keys
 from bench.data.cache import default_cache_dir
 from bench.data.datasets import load_dataset, split_pool
 from bench.data.image_files import (
@@ -36,8 +36,9 @@ from bench.data.image_files import (
 )
 from bench.data.images import Split
 from bench.data.preprocess import Preprocessing
-from bench.metrics import domain, fidelity
-from bench.metrics.evaluate import KID_SUBSET_SIZE, mode_coverage
+from bench.metrics import domain, fidelity, modes
+from bench.metrics.evaluate import KID_SUBSET_SIZE
+from bench.metrics.table import metric_specs
 
 NPZ_ARRAYS = ("x", "images", "x_test")
 SCORE_SPLIT_SEED = 0
@@ -89,8 +90,10 @@ def domain_network(
     device: torch.device,
     cache_dir: Path,
     log: Callable[[str], None],
-) -> tuple[domain.DomainClassifier, str]:
-    """The domain network to score in, and words saying which one it is."""
+) -> tuple[domain.DomainClassifier, str, Decoded]:
+    """The domain network to score in, words saying which one it is, and the real images to
+    score against: all of REAL for a dataset's network, the held-out part of REAL that a network
+    trained on REAL never saw."""
     shape = tuple(real.images.shape[1:])
     if dataset is not None:
         data = load_dataset(dataset, cli_root=data_root, preprocessing=preprocessing)
@@ -111,7 +114,7 @@ def domain_network(
             cache_dir=cache_dir,
             log=log,
         )
-        return network, f"the {dataset} domain network (test accuracy {accuracy:.4f})"
+        return network, f"the {dataset} domain network (test accuracy {accuracy:.4f})", real
     train, held_out = split_pool(real, SCORE_HELD_OUT, SCORE_SPLIT_SEED)
     num_classes = int(real.labels.max()) + 1 if real.labels is not None else 0
     digest = hashlib.sha256(real.images.numpy().tobytes())
@@ -131,7 +134,11 @@ def domain_network(
         cache_dir=cache_dir,
         log=log,
     )
-    return network, f"a {network.task} network trained on REAL (held-out accuracy {accuracy:.4f})"
+    which = (
+        f"a {network.task} network trained on {len(train.images)} images of REAL (held-out "
+        f"accuracy {accuracy:.4f}), scored against the {len(held_out.images)} held-out ones"
+    )
+    return network, which, Decoded(held_out.images, held_out.labels)
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -147,9 +154,10 @@ def score(
     inception_weights: Path | None = None,
     cache_dir: Path | None = None,
 ) -> dict[str, float]:
-    """The metrics of FAKE against REAL under the runs' keys: domain FID, KID, precision and
-    recall; mode coverage and class KL when the network predicts classes; the Inception ones
-    when weights are given."""
+    """The metrics of FAKE against REAL under the runs' keys: domain FID, KID, coverage,
+    precision, recall and density; confident mode coverage, class KL and the unrecognised share
+    when the network predicts classes (the threshold calibrated on REAL); the Inception ones when
+    weights are given."""
     if real.images.shape[1:] != fake.images.shape[1:]:
         raise ImageFileError(
             f"REAL images are {_shape(tuple(real.images.shape[1:]))} and FAKE images "
@@ -163,11 +171,10 @@ def score(
         "domain", fake_out.features, real_out.features, KID_SUBSET_SIZE, prc=True
     )
     if network.task == domain.CLASSES:
-        covered, kl = mode_coverage(
-            fake_out.logits.argmax(1), real_out.logits.argmax(1), network.num_classes
+        reference = modes.real_reference(real_out.logits, real_out.features)
+        metrics |= modes.mode_metrics(
+            fake_out.logits, fake_out.features, reference, network.num_classes
         )
-        metrics[keys.MODES_COVERED] = covered
-        metrics[keys.CLASS_KL] = kl
     if inception_weights is not None:
         real_name = "score-" + hashlib.sha256(real.images.numpy().tobytes()).hexdigest()[:12]
         metrics |= fidelity.fidelity_metrics(
@@ -240,12 +247,18 @@ def score_paths(
         preprocessing = network_channels(dataset, data_root, preprocessing, (real, fake))
     real_set = read_image_set(real, preprocessing, cache_dir)
     fake_set = read_image_set(fake, preprocessing, cache_dir)
-    network, which = domain_network(
+    network, which, reference = domain_network(
         real_set, real, dataset, data_root, preprocessing, device, cache_dir, log
     )
-    metrics = score(real_set, fake_set, network, device, batch_size, inception_weights, cache_dir)
+    metrics = score(reference, fake_set, network, device, batch_size, inception_weights, cache_dir)
     header = (
         f"{fake} ({len(fake_set.images)} images) against {real} ({len(real_set.images)} images), "
         f"in the feature space of {which}:"
     )
-    return metrics, header
+    return in_table_order(metrics), header
+
+
+def in_table_order(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics in the metric table's order (bench/metrics/table.py), any others after."""
+    order = [m.key for m in metric_specs() if m.key in metrics]
+    return {key: metrics[key] for key in order + sorted(set(metrics) - set(order))}

@@ -42,6 +42,10 @@ LATENT = "Reconstruction, latent space and modes"
 COST = "Cost"
 SPACE_TITLES = {"domain": "domain classifier", "inception": "Inception"}
 PAIR_TITLES = {"prior": "prior pairs", "encoded": "encoded pairs"}
+SELECTION_RULE = (
+    "a search selects, and the report tests, only metrics a degenerate generator cannot win: "
+    "FID, KID, coverage and reconstruction MSE"
+)
 
 
 def metric_specs() -> list[Metric]:
@@ -67,6 +71,18 @@ def metric_specs() -> list[Metric]:
                 True,
                 QUALITY,
                 f"kernel inception distance in the {name} feature space, mean over subsets",
+                headline=True,
+                space=space,
+                selectable=True,
+            ),
+            Metric(
+                keys.coverage_key(space),
+                f"Coverage ({name})",
+                False,
+                QUALITY,
+                "share of real images whose k-NN ball (k=5) holds a generated image (Naeem et "
+                "al. 2020); a constant image or wide noise scores low",
+                headline=True,
                 space=space,
                 selectable=True,
             ),
@@ -75,20 +91,27 @@ def metric_specs() -> list[Metric]:
                 f"Precision ({name})",
                 False,
                 QUALITY,
-                "share of generated images inside the real images' manifold (k=3)",
-                headline=True,
+                "share of generated images inside the real images' manifold (k=3); descriptive: "
+                "a constant image scores 1",
                 space=space,
-                selectable=True,
             ),
             Metric(
                 keys.recall_key(space),
                 f"Recall ({name})",
                 False,
                 QUALITY,
-                "share of real images inside the generated images' manifold (k=3)",
-                headline=True,
+                "share of real images inside the generated images' manifold (k=3); descriptive: "
+                "wide noise scores 1",
                 space=space,
-                selectable=True,
+            ),
+            Metric(
+                keys.density_key(space),
+                f"Density ({name})",
+                False,
+                QUALITY,
+                "real k-NN balls (k=5) holding each generated image, over k (about 1 for a "
+                "generator like the data; unbounded above); descriptive",
+                space=space,
             ),
         ]
     specs.append(
@@ -110,17 +133,25 @@ def metric_specs() -> list[Metric]:
             "Modes covered",
             False,
             LATENT,
-            "classes that receive at least half their real share among the samples",
-            selectable=True,
+            "classes that receive at least half their real share among the samples, counting "
+            "only confident predictions (probability at least the threshold ~95% of real "
+            "images pass)",
         ),
         Metric(
             keys.CLASS_KL,
             "Class KL",
             True,
             LATENT,
-            "KL(real class histogram || generated class histogram), classes by the domain "
-            "classifier",
-            selectable=True,
+            "KL(real || generated) over the domain classifier's confident classes and an "
+            "unrecognised bin",
+        ),
+        Metric(
+            keys.UNRECOGNISED,
+            "Unrecognised",
+            True,
+            LATENT,
+            "share of samples the domain classifier assigns to no class with the confidence "
+            "~95% of real images reach (real images: about 0.05)",
         ),
         Metric(
             keys.GENERATOR_UPDATES,
@@ -191,18 +222,36 @@ def interpolation_specs() -> list[Metric]:
     for pairs in keys.INTERP_PAIRS:
         specs.append(
             Metric(
+                keys.interp_reach_key(pairs),
+                f"Interp. reach ({PAIR_TITLES[pairs]})",
+                False,
+                LATENT,
+                "mean distance between a pair's endpoint images over the real scale (the median "
+                "distance between random real evaluation images), in domain features; about 1 "
+                "for a generator as diverse as the data",
+            )
+        )
+    for pairs in keys.INTERP_PAIRS:
+        specs.append(
+            Metric(
                 keys.interp_degenerate_key(pairs),
                 f"Interp. degenerate ({PAIR_TITLES[pairs]})",
                 True,
                 LATENT,
-                "share of interpolation pairs whose endpoint images coincide in domain features "
-                "(1 for a constant generator, whose energy and evenness are then absent); "
-                "lower is better",
+                "share of interpolation pairs whose endpoint images lie closer than 10% of the "
+                "real scale in domain features (1 for a constant or near-constant generator, "
+                "whose energy and evenness are then absent); lower is better",
             )
         )
     return specs
 
 
 def selection_metrics() -> dict[str, bool]:
-    """Metrics a search may select by, each with whether lower is better."""
+    """Metrics a search may select by, each with whether lower is better.
+
+    The rule (SELECTION_RULE): only metrics that a degenerate generator cannot win. FID and KID
+    compare whole distributions; coverage counts real neighbourhoods reached; reconstruction
+    error needs every image back. Precision (a constant image: 1), recall (wide noise: 1),
+    density (unbounded for packed samples), modes and the interpolation numbers can each be won
+    by a generator no one would choose, so they stay descriptive."""
     return {m.key: m.lower_is_better for m in metric_specs() if m.selectable}

@@ -17,6 +17,7 @@ import pandas as pd
 from mlflow.entities import Run
 
 from bench import keys
+from bench.metrics.table import metric_specs
 
 FORMATS = ("csv", "json")
 FILE_NAME = "runs"
@@ -47,7 +48,10 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
     value of the column is one, missing where the run logged None or lacks the param)."""
     runs = sorted(cell_runs(runs), key=lambda run: run.info.start_time or 0)
     param_keys = sorted({key for run in runs for key in run.data.params} - set(EXPORT_COLUMNS))
-    metric_keys = sorted({key for run in runs for key in run.data.metrics})
+    logged = {key for run in runs for key in run.data.metrics}
+    # the metric table's order (bench/metrics/table.py), then any other metric (losses, ...)
+    in_table = [m.key for m in metric_specs() if m.key in logged]
+    metric_keys = in_table + sorted(logged - set(in_table))
     taken = set(EXPORT_COLUMNS) | set(param_keys)
     columns = list(EXPORT_COLUMNS) + param_keys + [_metric_column(k, taken) for k in metric_keys]
     frame = pd.DataFrame([run_record(run, taken) for run in runs], columns=columns)

@@ -73,6 +73,7 @@ def provenance(runs: list[Run], cells: pd.DataFrame) -> list[tuple[str, str]]:
         *data_rows,
         ("Training split", dataset_split("train_split", "train_limit")),
         ("Evaluation split", dataset_split("eval_split", "eval_limit")),
+        *validation_rows(param),
         ("Budget", budget_text(param)),
         ("Evaluation", evaluation_text(param)),
         ("Seeds", ", ".join(str(s) for s in seeds)),
@@ -80,6 +81,22 @@ def provenance(runs: list[Run], cells: pd.DataFrame) -> list[tuple[str, str]]:
         ("Code version", f"git {tag(keys.TAG_GIT_COMMIT)}; harness {param('code_version')}"),
         ("Libraries", version_text),
         ("Device", tag(keys.TAG_DEVICE)),
+    ]
+
+
+def validation_rows(param) -> list[tuple[str, str]]:
+    """A search's hold-out, from the validation.* params of its cells (none without a search)."""
+    size = param("validation.size")
+    if not _given(size):
+        return []
+    size = "10% of the training split, at most 5000" if size == "auto" else f"{size} images"
+    return [
+        (
+            "Search validation",
+            f"{size} held out of the training split (seed {param('validation.seed')}, "
+            "class-stratified): the trials trained without them and were scored on them; the "
+            "cells in the tables trained without them too and are scored on the evaluation split",
+        )
     ]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import keys
+from bench.data.datasets import VALIDATION_CAP, VALIDATION_SHARE
 from bench.metrics import table
 from bench.metrics.table import QUALITY, Metric, metric_specs
 from bench.report import figures
@@ -70,6 +71,12 @@ def search_protocol(search: SearchReport, metric: Metric, finished_seeds: list[i
         f"`{metric.key}`) counts as the worst value, so it is never chosen; ties go to the lower "
         "trial number."
     )
+    validation = (
+        "Validation: the choice is made on validation images held out of the training split "
+        "(seeded, class-stratified): the trials train without them and are scored on them "
+        "only. The follow-up cells train on the same pool (the validation images still held "
+        "out) and are scored on the evaluation split, which no choice has seen."
+    )
     tables = (
         "Every table, test and figure outside this section holds only these follow-up cells: a "
         "trial's own number took part in choosing its setting, so it would flatter the winner; "
@@ -83,6 +90,7 @@ def search_protocol(search: SearchReport, metric: Metric, finished_seeds: list[i
             "budgets are not shown here (the suite file logged with the runs is under "
             "Provenance).",
             selection + " (The metric is read from the search parent runs.)",
+            validation,
             f"Seeds: the trials trained with seeds {_seed_list(trial_seeds)}; each chosen setting "
             "is trained again with fresh follow-up seeds (finished: "
             f"{_seed_list(finished_seeds)}). " + tables,
@@ -99,10 +107,20 @@ def search_protocol(search: SearchReport, metric: Metric, finished_seeds: list[i
         f"Budget: each trial trains once for {budget_length(trial_budget(suite))}; each "
         f"follow-up cell for {budget_length(suite.budget)}{_other_overrides(config.budget)}.",
         selection,
+        validation.replace(
+            "validation images held out",
+            f"{_validation_size(config.validation)} validation images held out",
+        ),
         f"Seeds: trial n trains with seed {config.trial_seed} + n (seeds {first}–{last}); each "
         f"chosen setting is trained again with the follow-up seeds "
         f"{_seed_list(follow_up_seeds(suite))}, which never took part in choosing it. " + tables,
     ]
+
+
+def _validation_size(requested: int | None) -> str:
+    if requested is not None:
+        return str(requested)
+    return f"{VALIDATION_SHARE:.0%} (at most {VALIDATION_CAP})"
 
 
 def space_text(name: str, entry: SpaceEntry) -> str:

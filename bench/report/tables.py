@@ -43,7 +43,9 @@ def summary_note(tests: Significance) -> str:
         "sample standard "
         'deviation of the n seeds). "(1 seed)": a single seed, which has no interval; a value '
         "without ±: the same on every seed; (n=k): only k of the variant's seeds have this "
-        "value. Seeds: the finished cells the means are over. Failed: cells whose run failed, "
+        "value. Seeds: the finished cells the means are over. Success: finished cells over "
+        "attempts (the variant's cells plus diverged attempts of cells run again). Failed: cells "
+        "whose run failed, "
         "diverged or was killed, of the variant's cells (+ missing: never run, or still "
         "running / died); they are not in the means (see Failed and missing cells). "
         "↓ lower is better, ↑ higher is better; – no value (the metric does not apply to the "
@@ -109,12 +111,27 @@ def table_rows(
             {
                 "label": label,
                 "seeds": int(row[SEEDS]),
+                "success": success_text(count),
+                "success_rate": success_rate(count),
                 "failed": failed_text(count),
                 "any_failed": bool(count["failed"] or count["missing"]),
                 "cells": cells,
             }
         )
     return rows
+
+
+def success_rate(count: pd.Series) -> float:
+    """Finished cells over attempts: the variant's cells plus the diverged attempts of cells that
+    were run again (a divergence that did not recur still counts against it)."""
+    attempts = int(count["cells"]) + int(count.get("diverged_attempts", 0))
+    return int(count["finished"]) / attempts if attempts else 0.0
+
+
+def success_text(count: pd.Series) -> str:
+    """'67% (2/3)': the success rate and its counts."""
+    attempts = int(count["cells"]) + int(count.get("diverged_attempts", 0))
+    return f"{success_rate(count):.0%} ({int(count['finished'])}/{attempts})"
 
 
 def failed_text(count: pd.Series) -> str:

@@ -219,7 +219,7 @@ def open_cell_run(cell: Cell, context: SuiteContext, folder: Path, prefix: str):
         echo(f"{prefix}: resuming run {resumed} from step {saved['step']} ({folder})")
         return resumed, saved
     checkpoint.remove(folder)  # a failed run's last good checkpoint: this cell starts over
-    tracking.describe_cell_run(client, mine, cell, context.evaluator.data)
+    tracking.describe_cell_run(client, mine, cell, context.evaluator_for(cell).data)
     return mine, None
 
 
@@ -243,7 +243,8 @@ def _train_and_evaluate(
     folder: Path,
     started: float,
 ) -> str | None:
-    client, evaluator, train_images = context.client, context.evaluator, context.train_images
+    client, train_images = context.client, context.train_images
+    evaluator = context.evaluator_for(cell)  # a trial: the validation images
     # A resumed run already holds the metrics its first life logged, possibly past the checkpoint:
     # those steps are computed again (identically on the CPU) but not logged twice.
     logged_until = tracking.last_logged_step(client, run_id) if resume else 0

@@ -18,10 +18,11 @@ import torch
 
 from bench import tracking
 from bench.data.cache import default_cache_dir
-from bench.data.datasets import ENV_ROOT, load_dataset
+from bench.data.datasets import ENV_ROOT, hold_out_validation, load_dataset, validation_size
 from bench.data.image_files import ImageFileError
 from bench.data.images import DatasetNotFound, DeviceMemoryError, ImageData, on_device
 from bench.metrics import domain, evaluate
+from bench.metrics.fidelity import MIN_SAMPLES
 from bench.run.train import (
     select_device,
 )
@@ -68,6 +69,8 @@ def load_suite_data(
                 f"dataset.{split}_limit {limit} is larger than the {split} split "
                 f"({len(images)} images); lower it or leave it out"
             )
+    if suite.search is not None:
+        data = _hold_out_validation(suite, data)
     size = data.image_shape[1:]
     if size[0] != size[1] or size[0] not in SUPPORTED_SIZES:
         raise SuiteError(
@@ -82,6 +85,22 @@ def load_suite_data(
             f"({len(data.train.images)} images); lower it or raise dataset.train_limit"
         )
     return data
+
+
+def _hold_out_validation(suite: Suite, data: ImageData) -> ImageData:
+    """A search's data: its validation images held out of the training split (Cell.validation
+    names the rule and the seed), the rest to train on."""
+    requested = suite.search.validation
+    size = validation_size(len(data.train.images), requested)
+    spare = len(data.train.images) - size
+    if size < MIN_SAMPLES or spare < max(suite.budget.batch_size, MIN_SAMPLES):
+        field = "search.validation" if requested is not None else "dataset.train_limit"
+        raise SuiteError(
+            f"{field}: holding out {size} of {len(data.train.images)} training images for the "
+            f"search's validation leaves {spare} to train on; the validation set needs "
+            f"{MIN_SAMPLES} images at least and the rest a batch of {suite.budget.batch_size}"
+        )
+    return hold_out_validation(data, size, suite.dataset.subset_seed)
 
 
 class StopSignal:
@@ -128,7 +147,7 @@ class SuiteContext:
 
     client: object
     experiment: str
-    evaluator: evaluate.Evaluator
+    evaluator: evaluate.Evaluator  # scores on the evaluation split
     train_images: torch.Tensor  # uint8, on the device (batches are converted one at a time)
     tags: dict[str, str]  # provenance, on every run
     suite_text: str
@@ -139,6 +158,17 @@ class SuiteContext:
     stop: StopSignal | None = None
     lease: claims.Lease = claims.Lease()
     started_ms: int = 0  # when this process began the suite (ms): failures since are outcomes
+    # a search's trials are scored here: the validation images held out of the training split
+    validator: evaluate.Evaluator | None = None
+
+    def evaluator_for(self, cell) -> evaluate.Evaluator:
+        """Where `cell` is scored: the validation images for a search trial (the choice is made
+        there), the evaluation split for every other cell."""
+        if cell.scored_on_validation:
+            if self.validator is None:
+                raise ValueError(f"{cell.name} is scored on validation images, none held out")
+            return self.validator
+        return self.evaluator
 
 
 @dataclass(frozen=True)
@@ -175,6 +205,9 @@ def build_context(
         evaluator = evaluate.prepare(
             data, suite.dataset, suite.evaluation, target, settings.data_root, cache_dir, log=echo
         )
+        validator = None
+        if data.validation is not None:
+            validator = evaluate.scoring_on(evaluator, data.validation)
     except DeviceMemoryError as err:
         raise SuiteError(str(err)) from None
     return SuiteContext(
@@ -190,4 +223,5 @@ def build_context(
         echo=echo,
         lease=claims.lease_for(settings.tracking_uri, settings.lease_seconds),
         started_ms=int(time.time() * 1000),
+        validator=validator,
     )

@@ -36,7 +36,11 @@ from bench.suite.schema import (
 # Bump when a change to the training or evaluation code makes old results incomparable.
 # 2: budgets count generator updates, per-variant optimizer settings, interpolation and mode
 #    metrics redefined, decoder batch-norm recalibrated before evaluation, seeded subsets.
-CODE_VERSION = "2"
+# 3: density and coverage; interpolation degenerate below 10% of the real scale, with reach;
+#    confident mode coverage with an unrecognised bin; the WGAN-GP VAE-GAN's penalty on random
+#    real/fake pairs; a search's trials and follow-ups train without its validation images.
+CODE_VERSION = "3"
+VALIDATION, EVAL = "validation", "eval"  # what a search's cell is scored on
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,11 @@ class Cell:
     variant: Variant
     seed: int
     compute: ComputeConfig = ComputeConfig()
+    # a search's cells: the validation set held out of the training split (its size, or "auto"
+    # for the default rule, and its seed) and which images the cell is scored on: "validation"
+    # (a trial, where the choice is made) or "eval" (a follow-up seed, what the report shows).
+    # Part of the identity; None for the cells of a suite without a search.
+    validation: dict[str, Any] | None = None
     # not part of the identity: which trial of its variant's search this cell is (None: a cell of
     # the suite proper), and extra tags for its run (the parent run of a trial)
     trial: int | None = None
@@ -79,16 +88,25 @@ class Cell:
         budget = self.budget.model_dump(
             exclude={"log_every", "checkpoint_every", *OPTIMIZER_FIELDS}
         )
-        return {
-            "dataset": dataset,
-            "budget": budget,
-            "optimizer": self.variant.optimizer,
-            "evaluation": self.evaluation.model_dump(),
-            "model": self.variant.model,
-            "options": self.variant.options,
-            "seed": self.seed,
-            "code_version": CODE_VERSION,
-        } | compute
+        return (
+            {
+                "dataset": dataset,
+                "budget": budget,
+                "optimizer": self.variant.optimizer,
+                "evaluation": self.evaluation.model_dump(),
+                "model": self.variant.model,
+                "options": self.variant.options,
+                "seed": self.seed,
+                "code_version": CODE_VERSION,
+            }
+            | compute
+            | ({"validation": self.validation} if self.validation is not None else {})
+        )
+
+    @property
+    def scored_on_validation(self) -> bool:
+        """A search trial: trained without the validation images and scored on them."""
+        return self.validation is not None and self.validation["scored_on"] == VALIDATION
 
     @property
     def id(self) -> str:

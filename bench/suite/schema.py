@@ -129,7 +129,8 @@ class SpaceEntry(Strict):
 class SearchConfig(Strict):
     """An equal random-search budget per variant (Lucic et al. 2018): `trials` settings drawn
     from `space` (the same draws for every variant), each trained once, the best by `select`
-    trained again with fresh seeds at the suite's budget."""
+    trained again with fresh seeds at the suite's budget. The choice is made on validation images
+    held out of the training split, never on the evaluation split the report shows."""
 
     trials: int = Field(
         ..., ge=1, le=1000, description="settings tried per variant, the same for all"
@@ -144,6 +145,13 @@ class SearchConfig(Strict):
     )
     trial_seed: int = Field(
         1000, ge=0, description="trial n trains with seed trial_seed + n (never a follow-up seed)"
+    )
+    validation: int | None = Field(
+        None,
+        ge=10,
+        description="training images held out (seeded by dataset.subset_seed, class-stratified) "
+        "to select on; the trials and the follow-up seeds train on the rest (default: 10% of "
+        "the training split or 5000, whichever is smaller)",
     )
     space: dict[str, SpaceEntry] = Field(..., min_length=1)
 

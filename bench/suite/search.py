@@ -19,7 +19,7 @@ from pydantic import ValidationError
 import models
 from bench import keys
 from bench.metrics import table
-from bench.suite.expand import Cell, _combos, _digest, resolve_variant
+from bench.suite.expand import EVAL, VALIDATION, Cell, _combos, _digest, resolve_variant
 from bench.suite.schema import (
     OPTIMIZER_FIELDS,
     BudgetConfig,
@@ -122,9 +122,21 @@ def _reads(model: str, options: dict[str, Any], name: str) -> bool:
     return name in OPTIMIZER_FIELDS or name in options
 
 
+def validation_identity(suite: Suite, scored_on: str) -> dict[str, Any]:
+    """Cell.validation of a search's cells: the held-out set (its size or the default rule, and
+    its seed) and what the cell is scored on."""
+    size = suite.search.validation
+    return {
+        "size": size if size is not None else "auto",
+        "seed": suite.dataset.subset_seed,
+        "scored_on": scored_on,
+    }
+
+
 def trial_cells(suite: Suite) -> list[Cell]:
     """Stage 1 of a search: `trials` cells per variant, variants in file order. Trial n of every
-    variant trains on draw n with seed trial_seed + n."""
+    variant trains on draw n with seed trial_seed + n, without the validation images, and is
+    scored on them."""
     search = suite.search
     draws = search_draws(search)
     budget = trial_budget(suite)
@@ -146,6 +158,7 @@ def trial_cells(suite: Suite) -> list[Cell]:
                     variant,
                     search.trial_seed + number,
                     suite.compute,
+                    validation=validation_identity(suite, VALIDATION),
                     trial=number,
                 )
             )
@@ -164,7 +177,9 @@ def searched_values(cell: Cell, suite: Suite) -> dict[str, Any]:
 
 
 def follow_up_cells(suite: Suite, best: Cell) -> list[Cell]:
-    """Stage 2 of a search: the best trial's setting at the suite's budget, with fresh seeds."""
+    """Stage 2 of a search: the best trial's setting at the suite's budget, with fresh seeds,
+    trained on the same pool as the trials (the validation images held out) and scored on the
+    evaluation split, which no choice has seen."""
     return [
         Cell(
             suite.name,
@@ -174,6 +189,7 @@ def follow_up_cells(suite: Suite, best: Cell) -> list[Cell]:
             best.variant,
             seed,
             suite.compute,
+            validation=validation_identity(suite, EVAL),
         )
         for seed in follow_up_seeds(suite)
     ]

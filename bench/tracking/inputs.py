@@ -80,15 +80,24 @@ def dataset_source(source: str):
         return resolve_dataset_source(uri, candidate_sources=[FileSystemDatasetSource])
 
 
+def scored_split_name(cell: Cell) -> str:
+    """The name of the images a cell is scored on: its eval_split, or for a search trial the
+    validation images held out of its train_split."""
+    if cell.scored_on_validation:
+        return f"validation (held out of {cell.dataset.train_split})"
+    return cell.dataset.eval_split
+
+
 def dataset_inputs(data: ImageData, cell: Cell) -> list[DatasetInput]:
-    """The training and the evaluation split as MLflow dataset inputs: the dataset's name, the
+    """The training and the scored split as MLflow dataset inputs (data: the evaluator's, whose
+    eval is the validation set for a search trial): the dataset's name, the
     split's digest and size, the source, the context ("training" / "evaluation", MLflow's
     mlflow.data.context input tag) and the suite's split name (input tag "split")."""
     source = dataset_source(data.source)
     inputs = []
     for context, split_name, split in (
         (keys.DATASET_TRAINING, cell.dataset.train_split, data.train),
-        (keys.DATASET_EVALUATION, cell.dataset.eval_split, data.eval),
+        (keys.DATASET_EVALUATION, scored_split_name(cell), data.eval),
     ):
         specs = [TensorSpec(np.dtype(np.uint8), (-1, *split.images.shape[1:]), "images")]
         if split.labels is not None:

@@ -8,23 +8,25 @@ from mlflow.tracking import MlflowClient
 
 from bench import keys
 from bench.suite.expand import Cell
+from bench.tracking.inputs import scored_split_name
 
 # The evaluation metrics a reader looks at first: in each run's note and as the columns of the
 # suggested runs-table view (RUNS_VIEW).
 HEADLINE_METRICS = (
     (keys.fid_key("domain"), "FID, domain features (lower is better)"),
     (keys.kid_key("domain"), "KID, domain features (lower is better)"),
-    (keys.precision_key("domain"), "precision, domain features"),
-    (keys.recall_key("domain"), "recall, domain features"),
+    (keys.coverage_key("domain"), "coverage, domain features (higher is better)"),
+    (keys.precision_key("domain"), "precision, domain features (descriptive)"),
+    (keys.recall_key("domain"), "recall, domain features (descriptive)"),
     (keys.fid_key("inception"), "FID, Inception features (lower is better)"),
     (keys.RECON_MSE, "reconstruction MSE per pixel, [0, 1] scale (lower is better)"),
     (keys.MODES_COVERED, "classes covered by the samples"),
     (keys.CLASS_KL, "KL divergence, real vs generated class shares (lower is better)"),
+    (keys.UNRECOGNISED, "samples the domain classifier assigns to no class"),
 )
 SUMMARY_METRICS = (  # the note's first line (MLflow shows a note's first lines on a run's page)
     keys.fid_key("domain"),
-    keys.precision_key("domain"),
-    keys.recall_key("domain"),
+    keys.coverage_key("domain"),
     keys.RECON_MSE,
 )
 
@@ -47,6 +49,11 @@ def run_note(cell: Cell, run_id: str, metrics: dict[str, float]) -> str:
                           (keys.TRAIN_SECONDS, "s of training"))
         if key in metrics
     ]  # fmt: skip
+    training = cell.dataset.train_split
+    if cell.validation is not None:
+        training += " split without the search's validation images"
+    else:
+        training += " split"
     summary = ", ".join(f"{k} {format_value(metrics[k])}" for k in SUMMARY_METRICS if k in metrics)
     rows = [
         f"| {description} | `{key}` | {format_value(metrics[key])} |"
@@ -68,8 +75,8 @@ def run_note(cell: Cell, run_id: str, metrics: dict[str, float]) -> str:
         f"- optimizer: {optimizer}",
         f"- budget: {length}, batch {budget.batch_size}, latent {budget.latent_dim}, "
         f"width {budget.width}" + (f"; done: {', '.join(done)}" if done else ""),
-        f"- data: `{cell.dataset.name}`, {cell.dataset.train_split} split for training, "
-        f"{cell.dataset.eval_split} split for evaluation (the run's datasets)",
+        f"- data: `{cell.dataset.name}`, {training} for training, "
+        f"{scored_split_name(cell)} for evaluation (the run's datasets)",
         "",
         "Domain features come from the harness's own classifier of this dataset: those scores "
         "are not Inception scores.",
