@@ -48,6 +48,16 @@ are never mixed up: a domain-FID is not an Inception FID.
     modes_threshold           the calibrated probability threshold itself
     modes_distance            the calibrated distance threshold (domain features): a sample
                               farther than this from every real image is unrecognised
+    sharpness_samples         Laplacian energy of the samples over that of the real evaluation
+                              images (1: as sharp as the data, the ideal; below: blurrier)
+    sharpness_recon           the same of the reconstructions over their inputs (encoder only)
+    data_copying_ct           Meehan et al.'s C_T in domain features: below 0 the samples are
+                              closer to the training set than held-out images are (copying),
+                              above 0 farther (underfitting); about 0 is the ideal
+    ood_auroc_<score>_<set>   AUROC of an anomaly score (elbo: negative ELBO, recon: pixel
+                              reconstruction error, disc: minus the discriminator's output)
+                              separating evaluation.ood's <set> from evaluation images (1:
+                              perfect, 0.5: chance, below 0.5: the model prefers the outliers)
     eval_seconds              wall time of the evaluation
 
 Tags
@@ -155,6 +165,7 @@ ARTIFACT_SUITE = "suite.yaml"
 ARTIFACT_SAMPLES = "samples.png"
 ARTIFACT_RECONSTRUCTIONS = "reconstructions.png"
 ARTIFACT_INTERPOLATION = "interpolation.png"
+ARTIFACT_NEAREST = "nearest.png"  # the samples nearest the training set, each over its neighbour
 ARTIFACT_CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "model.pt"
 ARTIFACT_MODEL = "model"
@@ -170,6 +181,9 @@ RECON_MSE = "recon_mse"
 MODES_COVERED = "modes_covered"
 CLASS_KL = "class_kl"
 UNRECOGNISED = "unrecognised"
+SHARPNESS_SAMPLES = "sharpness_samples"
+SHARPNESS_RECON = "sharpness_recon"
+DATA_COPYING = "data_copying_ct"
 MODES_THRESHOLD = "modes_threshold"
 MODES_DISTANCE = "modes_distance"
 EVAL_SECONDS = "eval_seconds"
@@ -210,6 +224,14 @@ def interp_evenness_key(pairs: str) -> str:
 
 def interp_reach_key(pairs: str) -> str:
     return f"interp_reach_{pairs}"
+
+
+OOD_SCORES = ("elbo", "recon", "disc")  # bench/metrics/ood.py's anomaly scores
+
+
+def ood_key(score: str, ood_set: str) -> str:
+    """AUROC of an anomaly score against an out-of-distribution set (evaluation.ood)."""
+    return f"ood_auroc_{score}_{ood_set}"
 
 
 def density_key(space: str) -> str:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .losses import kl_per_example
 from .networks import check_image_shape
 from .registry import Hparams, ModelConfigError, ModelOptions
 
@@ -146,6 +147,29 @@ class GenerativeModel(nn.Module):
             with torch.compiler.set_stance("force_eager"):
                 mu, _ = self.encoder(x.to(self.device))
             return mu
+        finally:
+            self.train(was_training)
+
+    def reconstruction_nll_per_example(self, x_tilde: torch.Tensor, x: torch.Tensor):
+        """-log p(x | x_tilde) of each example under the model's own likelihood (variants with
+        an encoder implement it)."""
+        raise TypeError(f"{type(self).__name__} has no likelihood")
+
+    @torch.no_grad()
+    def negative_elbo(self, x: torch.Tensor) -> torch.Tensor:
+        """Per example, -ELBO = -log p(x | Dec(mu)) + KL(q(z|x) || N(0, I)) in eval mode, the
+        likelihood term at the posterior mean (deterministic, one decoder pass) rather than a
+        Monte Carlo average, and KL at weight 1 (the ELBO itself, whatever beta trained it)."""
+        if not self.has_encoder:
+            raise TypeError(f"{type(self).__name__} has no encoder")
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.compiler.set_stance("force_eager"):
+                x = x.to(self.device)
+                mu, logvar = self.encoder(x)
+                nll = self.reconstruction_nll_per_example(self.decoder(mu), x)
+            return nll + kl_per_example(mu, logvar)
         finally:
             self.train(was_training)
 

@@ -15,7 +15,7 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
     """KL(N(mu, sigma^2) || N(0, I)) = -1/2 sum(1 + log sigma^2 - mu^2 - sigma^2).
 
     Kingma & Welling 2014, appendix B."""
-    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).flatten(1).sum(1).mean()
+    return kl_per_example(mu, logvar).mean()
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -29,7 +29,18 @@ def gaussian_nll(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     Used for pixels (the VAE likelihood) and for discriminator features (Larsen et al.'s
     L_llike^Dis_l, a Gaussian observation model on Dis_l(x)).
     """
-    return 0.5 * (x_hat - x).pow(2).flatten(1).sum(1).mean()
+    return gaussian_nll_per_example(x_hat, x).mean()
+
+
+def gaussian_nll_per_example(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """1/2 ||x_hat - x||^2 of each example (N,): gaussian_nll before the batch mean."""
+    return 0.5 * (x_hat - x).pow(2).flatten(1).sum(1)
+
+
+def kl_per_example(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) of each example (N,): kl_to_standard_normal before the
+    batch mean."""
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).flatten(1).sum(1)
 
 
 # --- WGAN-GP (Gulrajani et al. 2017) --------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from .base import GenerativeModel, descend
-from .losses import gaussian_nll, kl_to_standard_normal, reparameterize
+from .losses import gaussian_nll, gaussian_nll_per_example, kl_to_standard_normal, reparameterize
 from .networks import Decoder, Encoder, init_weights
 from .registry import ModelOptions, register
 
@@ -28,6 +28,10 @@ class Vae(GenerativeModel):
         self.to(self.device)
         # Both networks minimise the same loss, so one optimizer and one backward pass suffice.
         self.optimizers = {"autoencoder": self.adam(self, hparams.lr_g)}
+
+    def reconstruction_nll_per_example(self, x_tilde, x):
+        sigma = self.options.pixel_sigma
+        return gaussian_nll_per_example(x_tilde / sigma, x / sigma)
 
     def train_step(self, x):
         mu, logvar = self.encoder(x)

@@ -39,6 +39,7 @@ from pydantic import Field
 from .base import GenerativeModel, descend
 from .losses import (
     gaussian_nll,
+    gaussian_nll_per_example,
     gradient_penalty,
     kl_to_standard_normal,
     neg_log_d,
@@ -128,6 +129,13 @@ class VaeGan(GenerativeModel):
             sigma = self.options.pixel_sigma
             return gaussian_nll(x_tilde / sigma, x / sigma)
         return gaussian_nll(*self.feature_pair(x_tilde, x))
+
+    def reconstruction_nll_per_example(self, x_tilde, x):
+        """reconstruction_nll of each example (N,), for the negative ELBO."""
+        if self.options.recon == "pixel":
+            sigma = self.options.pixel_sigma
+            return gaussian_nll_per_example(x_tilde / sigma, x / sigma)
+        return gaussian_nll_per_example(*self.feature_pair(x_tilde, x))
 
     def feature_pair(self, x_tilde, x):
         """(Dis_l(x_tilde), Dis_l(x)) from ONE discriminator pass over both batches. With batch

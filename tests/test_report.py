@@ -170,7 +170,8 @@ def test_markdown_table_states_values_directions_and_feature_spaces(store, rende
     row = summary.loc["vae"]
     expected = format_mean_ci(row[(fid, "mean")], row[(fid, "ci")], 2)
     assert "±" in expected
-    vae_line = next(line for line in markdown.splitlines() if line.startswith("| vae | 2 | 0/2 |"))
+    lines = markdown.splitlines()
+    vae_line = next(line for line in lines if line.startswith("| vae | 2 | 100% (2/2) | 0/2 |"))
     assert expected in vae_line
     assert "95% confidence interval over seeds, a Student t-interval" in markdown
     assert "FID (domain classifier) ↓" in markdown
@@ -178,7 +179,8 @@ def test_markdown_table_states_values_directions_and_feature_spaces(store, rende
     assert "FID (Inception)" not in markdown  # no Inception weights offline: never mislabelled
     assert "Inception: not computed" in markdown
     wgan_line = next(line for line in markdown.splitlines() if line.startswith("| dcgan-wgan-gp |"))
-    assert wgan_line.startswith("| dcgan-wgan-gp | 1 | **1/2** |")  # 1 seed in the means, 1 failed
+    # 1 seed in the means, 1 failed: half the attempts succeeded
+    assert wgan_line.startswith("| dcgan-wgan-gp | 1 | 50% (1/2) | **1/2** |")
     assert "±" not in wgan_line and "(1 seed)" in wgan_line  # one finished seed: no interval
     assert "Welch" in markdown and "Holm" in markdown
     assert "| *Best (tested)* |" in markdown
@@ -532,8 +534,9 @@ def test_report_by_experiment_name_keeps_an_edited_suites_configurations_apart(t
     assert report.optimizer["vae [bbbbbb]"]["lr_g"] == "0.001"
     assert report.variant_ids == {"vae [aaaaaa]": "aaaaaa11", "vae [bbbbbb]": "bbbbbb22"}
     markdown = write_report(report, tmp_path / "out", ("md",))[0].read_text()
-    assert "| vae [aaaaaa] | 2 | 0/2 | **10.5 ± 6.4** ★ |" in markdown  # p = 0.027, family of 1
-    assert "| vae [bbbbbb] | 2 | 0/2 | 21 ± 13 |" in markdown
+    # p = 0.027, family of 1
+    assert "| vae [aaaaaa] | 2 | 100% (2/2) | 0/2 | **10.5 ± 6.4** ★ |" in markdown
+    assert "| vae [bbbbbb] | 2 | 100% (2/2) | 0/2 | 21 ± 13 |" in markdown
 
 
 def chromium() -> str | None:
@@ -687,7 +690,8 @@ def test_searched_suite_tables_hold_only_the_follow_up_cells_of_the_chosen_trial
     markdown = (search_store["out"] / "report.md").read_text()
     main_tables = markdown[: markdown.index("## Search")]
     for label in SEARCH_VARIANTS:
-        assert f"| {label} | 2 | 0/2 |" in main_tables  # the failed trial is no failed cell
+        # the failed trial is no failed cell
+        assert f"| {label} | 2 | 100% (2/2) | 0/2 |" in main_tables
     assert "4 of 4 cells finished" in markdown
     assert TRIAL_FAILURE not in markdown[markdown.index("## Failed and missing cells") :]
     seeds = next(line for line in markdown.splitlines() if line.startswith("| Seeds |"))

@@ -13,31 +13,23 @@ suites and runs) and held by the Evaluator for every cell of the suite.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import cached_property
-from pathlib import Path
 
 import torch
 
 from bench import keys
-from bench.data.cache import default_cache_dir
-from bench.data.config import DatasetConfig
-from bench.data.datasets import load_dataset
 from bench.data.images import (
     ImageData,
-    Split,
     model_batch,
-    on_device,
     to_model_range,
     to_unit_range,
 )
-from bench.metrics import domain, fidelity, modes
-from bench.metrics.interpolation import interpolation_metrics, real_scale
-from bench.metrics.settings import EvaluationConfig
+from bench.metrics import domain, fidelity, memorisation, modes, ood
+from bench.metrics.evaluator import Evaluator, prepare, scoring_on  # noqa: F401 (the API)
+from bench.metrics.interpolation import interpolation_metrics
+from bench.metrics.sharpness import laplacian_energy
 
 # Offsets keep the evaluation's random streams apart from training's (which uses the seed as is).
 SAMPLES_SEED_OFFSET = 1_000_003
@@ -45,156 +37,6 @@ INTERP_SEED_OFFSET = 2_000_003
 CALIBRATION_SEED_OFFSET = 3_000_003
 # torch-fidelity's default; fidelity.kid_subset lowers it to half the smaller side
 KID_SUBSET_SIZE = 1000
-
-
-@dataclass
-class Evaluator:
-    data: ImageData
-    config: EvaluationConfig
-    device: torch.device
-    eval_images: torch.Tensor  # uint8, on the device (converted per batch)
-    classifier: torch.nn.Module
-    classifier_path: Path
-    classifier_accuracy: float
-    inception_weights: Path | None
-    inception_skip_reason: str | None
-    cache_dir: Path
-
-    @property
-    def spaces(self) -> list[str]:
-        spaces = [s for s in self.config.feature_extractors if s == "domain"]
-        if "inception" in self.config.feature_extractors and self.inception_weights is not None:
-            spaces.append("inception")
-        return spaces
-
-    def real_cache_name(self, space: str) -> str:
-        """Identifies the real statistics: dataset, split, exact images, extractor."""
-        extractor = self.classifier_path.stem if space == "domain" else "inception-v3-compat"
-        tag = self.data.cache_tag
-        return f"{tag}-{len(self.data.eval.images)}-{self.data.eval.digest}-{extractor}"
-
-    @property
-    def has_classes(self) -> bool:
-        """Whether the domain network predicts classes (mode coverage needs them)."""
-        return self.classifier.task == domain.CLASSES
-
-    @torch.no_grad()
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Domain-classifier features of model-range images, in batches."""
-        batch = self.config.batch_size
-        return torch.cat(
-            [
-                self.classifier.features(to_unit_range(images[i : i + batch].to(self.device)))
-                for i in range(0, len(images), batch)
-            ]
-        )
-
-    @cached_property
-    def real_domain_logits(self) -> torch.Tensor:
-        """The domain classifier's logits of the evaluation images: its head on the cached
-        features (dropout is off in eval mode). Mode coverage compares the samples' predicted
-        classes with these, the same labeller on both sides (the ground-truth labels would
-        charge the classifier's own errors to every model)."""
-        self.classifier.eval()
-        with torch.no_grad():
-            return self.classifier.head(self.real_domain_features.to(self.device)).cpu()
-
-    @cached_property
-    def modes_reference(self) -> modes.RealReference:
-        """The evaluation images calibrated for mode coverage (bench/metrics/modes.py): the
-        thresholds ~95% of them pass, and their own recognised classes."""
-        return modes.real_reference(self.real_domain_logits, self.real_domain_features)
-
-    @cached_property
-    def real_scale(self) -> float:
-        """The median domain-feature distance between random pairs of evaluation images: the
-        yardstick of interpolation reach (bench/metrics/interpolation.py)."""
-        return real_scale(self.real_domain_features)
-
-    @cached_property
-    def real_domain_features(self) -> torch.Tensor:
-        """Domain features of the evaluation images: read from the disk cache (extracted and
-        written there the first time), then kept here for the suite's later cells."""
-        return fidelity.real_domain_features(
-            self.data.eval.images,
-            self.classifier,
-            self.classifier_path,
-            self.real_cache_name("domain"),
-            self.config.batch_size,
-            self.device,
-            self.cache_dir,
-        )
-
-
-def prepare(
-    data: ImageData,
-    dataset: DatasetConfig,
-    config: EvaluationConfig,
-    device: torch.device,
-    cli_root: str | None = None,
-    cache_dir: Path | None = None,
-    log: Callable[[str], None] = print,
-) -> Evaluator:
-    """Train or load the domain classifier and locate the Inception weights, once per suite.
-
-    The classifier is trained on the suite's whole training split (its train_split, without
-    train_limit and without a search's validation hold-out) and measured on its whole eval_split,
-    so that it is the same for every suite on that dataset and those splits; on unlabelled data
-    it learns the rotation task (bench/metrics/domain.py)."""
-    cache_dir = cache_dir or default_cache_dir()
-    full = data
-    limited = dataset.train_limit is not None or dataset.eval_limit is not None
-    if limited or data.validation is not None:
-        full = load_dataset(
-            dataset.name,
-            dataset.root,
-            cli_root,
-            dataset.train_split,
-            dataset.eval_split,
-            cache_dir=cache_dir,
-            **dataset.load_options(),
-        )
-    classifier, accuracy = domain.load_or_train(
-        full.cache_tag,
-        full.fingerprint,
-        full.train,
-        full.eval,
-        full.image_shape,
-        full.num_classes,
-        device,
-        cache_dir=cache_dir,
-        log=log,
-    )
-    classifier_path = domain.cache_path(
-        full.cache_tag, full.fingerprint, cache_dir, domain.task_for(full.num_classes)
-    )
-    inception_weights, skip_reason = None, None
-    if "inception" in config.feature_extractors:
-        inception_weights = fidelity.inception_weights_path(config.inception_weights)
-        if inception_weights is None:
-            skip_reason = fidelity.inception_skip_reason()
-            log(skip_reason)
-    return Evaluator(
-        data=data,
-        config=config,
-        device=device,
-        eval_images=on_device(data.eval.images, device, "evaluation set"),
-        classifier=classifier,
-        classifier_path=classifier_path,
-        classifier_accuracy=accuracy,
-        inception_weights=inception_weights,
-        inception_skip_reason=skip_reason,
-        cache_dir=cache_dir,
-    )
-
-
-def scoring_on(evaluator: Evaluator, split: Split) -> Evaluator:
-    """The same evaluator (classifier, settings, training pool) scoring against `split`
-    instead of the evaluation split: a search's validation images. Its real features and scale
-    are those of `split`, cached under its own digest."""
-    data = dataclasses.replace(evaluator.data, eval=split)
-    images = on_device(split.images, evaluator.device, "validation set")
-    return dataclasses.replace(evaluator, data=data, eval_images=images)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -212,17 +54,25 @@ def generate(model, n: int, batch_size: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def recon_mse(model, images: torch.Tensor, batch_size: int) -> float:
-    """Mean squared error per pixel on the [0, 1] scale between images (uint8, or float in the
-    model range) and their reconstructions decode(encode(x)) from the encoder mean, over all of
-    `images`."""
-    total, count = 0.0, 0
+def reconstruction_scores(model, images: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """(recon_mse, sharpness_recon) of images (uint8, or float in the model range) and their
+    reconstructions decode(encode(x)) from the encoder mean, over all of `images`: the mean
+    squared error per pixel on the [0, 1] scale, and the reconstructions' Laplacian energy over
+    the inputs'."""
+    total, count, energy_out, energy_in = 0.0, 0, 0.0, 0.0
     for i in range(0, len(images), batch_size):
         x = model_batch(images[i : i + batch_size], images.device)
         x_hat = model.decode(model.encode(x))
         total += (to_unit_range(x_hat) - to_unit_range(x)).double().pow(2).sum().item()
         count += x.numel()
-    return total / count
+        energy_out += laplacian_energy(to_unit_range(x_hat)).sum().item()
+        energy_in += laplacian_energy(to_unit_range(x)).sum().item()
+    return total / count, energy_out / energy_in if energy_in > 0 else float("nan")
+
+
+def recon_mse(model, images: torch.Tensor, batch_size: int) -> float:
+    """Mean squared error per pixel on the [0, 1] scale (reconstruction_scores)."""
+    return reconstruction_scores(model, images, batch_size)[0]
 
 
 @contextmanager
@@ -250,6 +100,18 @@ def decoder_statistics(model, evaluator: Evaluator, seed: int, latents: str) -> 
         )
     with model.decoder_statistics(batches):
         yield
+
+
+NEAREST_SHOWN = 8
+
+
+def nearest_grid(fake: torch.Tensor, train: torch.Tensor, copying) -> torch.Tensor:
+    """The NEAREST_SHOWN samples closest to the training set (domain features) in a row, their
+    nearest training images in the row below, in [0, 1]: the report's copying gallery."""
+    closest = copying.distance.argsort()[:NEAREST_SHOWN]
+    samples = to_unit_range(fake[closest.to(fake.device)]).cpu()
+    neighbours = train[copying.nearest[closest]].float().div(255.0)
+    return torch.cat([samples, neighbours])
 
 
 def grid_columns(n: int) -> int:
@@ -307,6 +169,9 @@ def evaluate(model, evaluator: Evaluator, seed: int, cheap: bool = False):
             images["samples"] = to_unit_range(samples).cpu()
     fake_uint8 = to_uint8(fake)
     real_uint8 = evaluator.data.eval.images
+    if not cheap:
+        sharpness = laplacian_energy(fake_uint8).mean().item() / evaluator.real_sharpness
+        metrics[keys.SHARPNESS_SAMPLES] = sharpness
     # the one pass of the domain classifier over the samples: features and logits
     fake_domain = domain.extract(
         evaluator.classifier, fake_uint8, config.batch_size, evaluator.device
@@ -333,9 +198,23 @@ def evaluate(model, evaluator: Evaluator, seed: int, cheap: bool = False):
                 cache_dir=evaluator.cache_dir,
                 prc=not cheap,
             )
+    if not cheap:
+        copying = memorisation.data_copying(
+            fake_domain.features, reference=evaluator.copying_reference
+        )
+        if copying.c_t is not None:
+            metrics[keys.DATA_COPYING] = copying.c_t
+        images["nearest"] = nearest_grid(fake, evaluator.data.train.images, copying)
+    if not cheap and evaluator.ood_sets:
+        inside = ood.subset(evaluator.data.eval.images, config.ood_images)
+        with decoder_statistics(model, evaluator, seed, "encoded"):
+            metrics |= ood.ood_metrics(model, inside, evaluator.ood_sets, config.batch_size)
     if model.has_encoder:
         with decoder_statistics(model, evaluator, seed, "encoded"):
-            metrics[keys.RECON_MSE] = recon_mse(model, evaluator.eval_images, config.batch_size)
+            mse, sharpness = reconstruction_scores(model, evaluator.eval_images, config.batch_size)
+            metrics[keys.RECON_MSE] = mse
+            if not cheap:
+                metrics[keys.SHARPNESS_RECON] = sharpness
             interpolate("encoded")
             if not cheap:
                 grid = reconstruction_grid(model, evaluator.data, config.grid_size // 2)

@@ -6,7 +6,30 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from bench.data.config import DATASETS
+
+OOD_SHIFTS = ("noise", "invert", "vflip")  # built-in shifts of the evaluation images: no files
+OOD_SETS = OOD_SHIFTS + tuple(d for d in DATASETS if d not in ("folder", "npz"))
+# fields left out of a cell's identity while at their default: added after cells were run, they
+# change what is measured, not what is trained (bench evaluate re-scores finished runs with them)
+EVALUATION_NEUTRAL_DEFAULTS = ("ood", "ood_images")
+
+
+class OodSet(BaseModel):
+    """An out-of-distribution set: a shift of the evaluation images, or a dataset's test split
+    (from `root`, else where the harness finds that dataset)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal[OOD_SETS]
+    root: str | None = Field(None, description="folder holding the dataset's files")
+
+    @model_validator(mode="before")
+    @classmethod
+    def from_name(cls, data):
+        return {"name": data} if isinstance(data, str) else data
 
 
 class EvaluationConfig(BaseModel):
@@ -28,4 +51,13 @@ class EvaluationConfig(BaseModel):
     )
     calibration_samples: int = Field(
         4096, gt=0, description="latents (prior draws, encoded training images) per recalibration"
+    )
+    ood: list[OodSet] = Field(
+        [],
+        description="out-of-distribution sets scored against the evaluation images: a dataset "
+        "(its test split, preprocessed to the suite's shape; `{name: mnist, root: DIR}` names "
+        "its folder) or a shift (noise, invert, vflip)",
+    )
+    ood_images: int = Field(
+        2000, gt=1, description="images per side (in- and out-of-distribution) of each AUROC"
     )

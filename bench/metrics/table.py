@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench import keys
+from bench.metrics.settings import OOD_SETS
 
 
 @dataclass(frozen=True)
@@ -23,23 +24,36 @@ class Metric:
     headline: bool = False  # tested for "is the difference real?"
     space: str | None = None  # the feature space it is measured in (keys.FEATURE_SPACES), if any
     selectable: bool = False  # a search may choose its best trial by it (search.select)
+    # the ideal value where it is neither the lowest nor the highest: then closer is better
+    # (lower_is_better is True and applies to the distance |value - target|, `score`)
+    target: float | None = None
 
     @property
     def direction(self) -> str:
+        if self.target is not None:
+            return f"closest to {self.target:g} is best"
         if self.lower_is_better is None:
             return "budget, neither better nor worse"
         return "lower is better" if self.lower_is_better else "higher is better"
 
     @property
     def arrow(self) -> str:
+        if self.target is not None:
+            return f"→{self.target:g}"
         if self.lower_is_better is None:
             return ""
         return "↓" if self.lower_is_better else "↑"
+
+    def score(self, value: float) -> float:
+        """What the direction applies to: the value, or its distance to the target."""
+        return abs(value - self.target) if self.target is not None else value
 
 
 QUALITY = "Sample quality"
 LATENT = "Reconstruction, latent space and modes"
 COST = "Cost"
+OOD = "Out-of-distribution detection"
+OOD_SCORE_TITLES = {"elbo": "−ELBO", "recon": "recon. error", "disc": "−discriminator"}
 SPACE_TITLES = {"domain": "domain classifier", "inception": "Inception"}
 PAIR_TITLES = {"prior": "prior pairs", "encoded": "encoded pairs"}
 SELECTION_RULE = (
@@ -126,7 +140,38 @@ def metric_specs() -> list[Metric]:
             selectable=True,
         )
     )
+    specs += [
+        Metric(
+            keys.SHARPNESS_SAMPLES,
+            "Sharpness (samples)",
+            True,
+            QUALITY,
+            "Laplacian energy of the samples over that of the real evaluation images: below 1 "
+            "blurrier than the data, above 1 more high-frequency energy (noise) than the data",
+            target=1.0,
+        ),
+        Metric(
+            keys.DATA_COPYING,
+            "Data copying C_T (domain classifier)",
+            True,
+            QUALITY,
+            "Meehan et al. 2020: Mann-Whitney z of the samples' distance to the training set "
+            "against held-out images', per k-means cell; below 0 copying, above 0 underfitting",
+            space="domain",
+            target=0.0,
+        ),
+        Metric(
+            keys.SHARPNESS_RECON,
+            "Sharpness (reconstructions)",
+            True,
+            LATENT,
+            "Laplacian energy of the reconstructions over that of their inputs; variants with an "
+            "encoder only",
+            target=1.0,
+        ),
+    ]
     specs += interpolation_specs()
+    specs += ood_specs()
     specs += [
         Metric(
             keys.MODES_COVERED,
@@ -192,6 +237,22 @@ def metric_specs() -> list[Metric]:
         ),
     ]
     return specs
+
+
+def ood_specs() -> list[Metric]:
+    """AUROC of each anomaly score against each out-of-distribution set (evaluation.ood)."""
+    return [
+        Metric(
+            keys.ood_key(score, ood_set),
+            f"OOD AUROC ({OOD_SCORE_TITLES[score]}, {ood_set})",
+            False,
+            OOD,
+            f"AUROC of the {OOD_SCORE_TITLES[score]} score separating {ood_set} images from the "
+            "evaluation images: 1 perfect, 0.5 chance, below 0.5 the model prefers the outliers",
+        )
+        for score in keys.OOD_SCORES
+        for ood_set in OOD_SETS
+    ]
 
 
 def interpolation_specs() -> list[Metric]:

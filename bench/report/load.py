@@ -12,8 +12,10 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
+import yaml
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
+from pydantic import ValidationError
 
 from bench import keys, tracking
 from bench.metrics.table import Metric, metric_specs
@@ -38,7 +40,7 @@ from bench.report.search import (
 )
 from bench.suite.expand import expand
 from bench.suite.load import load_suite
-from bench.suite.schema import Suite, SuiteError
+from bench.suite.schema import ClaimConfig, Suite, SuiteError
 from bench.suite.search import trial_cells
 
 MAX_RUNS = 50_000
@@ -67,6 +69,8 @@ class Report:
     client: MlflowClient = field(repr=False)
     search: SearchReport | None = None  # the search that chose each variant's settings, if any
     runs: list[Run] = field(default_factory=list, repr=False)  # every run of the experiment
+    claims: list = field(default_factory=list)  # ClaimConfig: the hypotheses to test
+    claims_source: str = ""  # where they were declared (before the runs, or after)
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -167,6 +171,7 @@ def load_report(
     logged_with = _newest_first(cells) + [r.info.run_id for r in reversed(stages[keys.STAGE_TRIAL])]
     suite_text, source = _suite_text(client, logged_with, store.suite_file)
     labels = _labels_by_run(cells)
+    claims, claims_source = _claims(store, suite_text, source)
     return Report(
         suite_name=store.name,
         experiment_id=store.experiment_id,
@@ -185,6 +190,34 @@ def load_report(
         client=client,
         search=load_search(suite_config, trials, stages, parents),
         runs=runs,
+        claims=claims,
+        claims_source=claims_source,
+    )
+
+
+def declared_claims(suite_text: str | None) -> list[ClaimConfig]:
+    """The `claims:` of a suite file's text (none when there is no text or no claims)."""
+    if not suite_text:
+        return []
+    try:
+        raw = yaml.safe_load(suite_text)
+        return [ClaimConfig.model_validate(c) for c in (raw or {}).get("claims", [])]
+    except (yaml.YAMLError, ValidationError, AttributeError):
+        return []  # a suite text bench validate would refuse: nothing declared to test
+
+
+def _claims(store: Store, suite_text: str | None, source: str) -> tuple[list, str]:
+    """The claims to test and where they were declared: the suite file given, else the one
+    logged with the runs. Claims the logged file lacks were added after the runs: said so."""
+    logged = declared_claims(suite_text) if source.startswith("logged") else []
+    if store.suite is None:
+        return logged, "declared in the suite file logged with the runs"
+    given = store.suite.claims
+    if given == logged:
+        return given, "declared in the suite file logged with the runs, before they ran"
+    return given, (
+        f"read from {store.suite_file}; the suite file logged with the runs does not declare "
+        "them all, so some were declared after the runs"
     )
 
 

@@ -16,9 +16,10 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from bench import keys
-from bench.metrics.table import COST, LATENT, QUALITY
+from bench.metrics.table import COST, LATENT, OOD, QUALITY
 from bench.report import figures
 from bench.report.artifacts import download
+from bench.report.claims import CLAIMS_NOTE, claim_rows, evaluate_claims
 from bench.report.load import Report, generated_at
 from bench.report.provenance import OPTIMIZER_PARAMS
 from bench.report.search import SearchReport
@@ -49,6 +50,8 @@ IMAGE_TITLES = {
     keys.ARTIFACT_SAMPLES: "Samples",
     keys.ARTIFACT_RECONSTRUCTIONS: "Reconstructions (inputs above outputs)",
     keys.ARTIFACT_INTERPOLATION: "Interpolations (prior pairs first, then encoded)",
+    keys.ARTIFACT_NEAREST: "The samples nearest the training set, each above its nearest "
+    "training image (domain features): copies would be identical pairs",
 }
 
 
@@ -84,7 +87,7 @@ def build_context(report: Report, images: Path, scratch: Path) -> dict:
     starred = {c.metric.key: [c.winner] for c in tests.comparisons if c.winner}
     colours = figures.variant_colours(report.variants)
     groups = []
-    for group in (QUALITY, LATENT, COST):
+    for group in (QUALITY, LATENT, OOD, COST):
         members = [m for m in metrics if m.group == group]
         if not members:
             continue
@@ -149,6 +152,8 @@ def build_context(report: Report, images: Path, scratch: Path) -> dict:
         "cell_count": len(report.cells),
         "metric_notes": [(m.title, m.direction, m.about) for m in metrics],
         "search": search_context(report, colours, images),
+        "claims": claim_rows(evaluate_claims(report.cells, report.claims)),
+        "claims_note": f"{CLAIMS_NOTE} These claims were {report.claims_source}.",
     }
 
 
@@ -253,7 +258,12 @@ def _write(path: Path, text: str) -> Path:
 def variant_images(report: Report, folder: Path) -> dict[str, dict[str, Path]]:
     """label -> {artifact name: local file} for samples, reconstructions and interpolation strips,
     from each variant's lowest finished seed."""
-    names = (keys.ARTIFACT_SAMPLES, keys.ARTIFACT_RECONSTRUCTIONS, keys.ARTIFACT_INTERPOLATION)
+    names = (
+        keys.ARTIFACT_SAMPLES,
+        keys.ARTIFACT_RECONSTRUCTIONS,
+        keys.ARTIFACT_INTERPOLATION,
+        keys.ARTIFACT_NEAREST,
+    )
     images: dict[str, dict[str, Path]] = {}
     finished = report.finished.sort_values("seed")
     for label, cell in finished.groupby("label", sort=False).first().iterrows():

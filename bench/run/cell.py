@@ -362,6 +362,10 @@ def log_artifacts(client, run_id: str, cell: Cell, model, images: dict, suite_te
             save_image(
                 images["reconstructions"], folder / keys.ARTIFACT_RECONSTRUCTIONS, nrow=columns
             )
+        if images.get("nearest") is not None:  # samples over their nearest training images
+            save_image(
+                images["nearest"], folder / keys.ARTIFACT_NEAREST, nrow=evaluate.NEAREST_SHOWN
+            )
         strips = images.get("interpolation")
         if strips is not None and len(strips):
             save_image(

@@ -138,6 +138,13 @@ def run_suite(
         f"{suite.dataset.eval_split} images; feature spaces: {', '.join(evaluator.spaces)} "
         f"(domain classifier test accuracy {evaluator.classifier_accuracy:.4f})"
     )
+    if data.validation is not None:
+        echo(
+            f"search: {len(data.validation.images)} validation images held out of the "
+            f"{suite.dataset.train_split} split; trials are scored on them, the follow-up seeds "
+            f"on the {suite.dataset.eval_split} images; all train on the other "
+            f"{len(data.train.images)}"
+        )
     summary = Summary()
     run_stage = stage_runner(
         context,

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 import models
 from bench.data.config import DatasetConfig
-from bench.metrics.settings import EvaluationConfig
+from bench.metrics.settings import EVALUATION_NEUTRAL_DEFAULTS, EvaluationConfig
 from bench.suite.schema import (
     IDENTITY_NEUTRAL_DEFAULTS,
     OPTIMIZER_FIELDS,
@@ -88,12 +88,16 @@ class Cell:
         budget = self.budget.model_dump(
             exclude={"log_every", "checkpoint_every", *OPTIMIZER_FIELDS}
         )
+        evaluation = self.evaluation.model_dump()
+        for name in EVALUATION_NEUTRAL_DEFAULTS:
+            if evaluation[name] == EvaluationConfig.model_fields[name].default:
+                del evaluation[name]
         return (
             {
                 "dataset": dataset,
                 "budget": budget,
                 "optimizer": self.variant.optimizer,
-                "evaluation": self.evaluation.model_dump(),
+                "evaluation": evaluation,
                 "model": self.variant.model,
                 "options": self.variant.options,
                 "seed": self.seed,

@@ -5,6 +5,7 @@ one-line SuiteError for each problem.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import yaml
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 
 import models
 from bench.data.config import DatasetConfig
+from bench.metrics import table
 from bench.suite.expand import variants
 from bench.suite.schema import (
     Suite,
@@ -52,12 +54,41 @@ def load_suite(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) ->
         variants(suite)
         if suite.search is not None:
             check_search(suite)
+        check_claims(suite)
         shape = declared_image_shape(suite.dataset)
         if shape is not None:
             check_image_shape(suite, shape)
     except SuiteError as err:
         raise SuiteError(f"{path}: {err}") from None
     return suite
+
+
+def check_claims(suite: Suite) -> None:
+    """Every claim names a metric of the metric table that has a direction, and variants of this
+    suite, none on both sides."""
+    directed = {m.key: m for m in table.metric_specs() if m.lower_is_better is not None}
+    labels = [v.label for v in variants(suite)]
+    for index, claim in enumerate(suite.claims):
+        where = f"claims[{index}] ({claim.name})"
+        if claim.metric not in directed:
+            guess = difflib.get_close_matches(claim.metric, sorted(directed), n=1)
+            hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+            raise SuiteError(
+                f"{where}: metric {claim.metric!r} is not a metric with a direction{hint}; "
+                "the metric table is bench/metrics/table.py"
+            )
+        for side in ("better", "worse"):
+            for label in getattr(claim, side):
+                if label not in labels:
+                    guess = difflib.get_close_matches(label, labels, n=1)
+                    hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+                    raise SuiteError(
+                        f"{where}: {side} names {label!r}, not a variant of this suite{hint}; "
+                        f"variants: {', '.join(labels)}"
+                    )
+        both = sorted(set(claim.better) & set(claim.worse))
+        if both:
+            raise SuiteError(f"{where}: {both[0]!r} is on both sides (better and worse)")
 
 
 BUILTIN_SHAPES = {

@@ -173,6 +173,17 @@ class VariantConfig(Strict):
         return label
 
 
+class ClaimConfig(Strict):
+    """A hypothesis declared before the suite runs: the `better` variants beat the `worse` ones on
+    `metric` (in its direction). The report tests it (bench/report/claims.py)."""
+
+    name: str = Field(..., min_length=1, description="the claim in words")
+    metric: str = Field(..., description="a metric key of the metric table (bench metrics)")
+    better: list[str] = Field(..., min_length=1, description="variant labels claimed better")
+    worse: list[str] = Field(..., min_length=1, description="variant labels claimed worse")
+    source: str = Field(..., min_length=1, description="who makes the claim (a citation)")
+
+
 class Suite(Strict):
     name: str
     description: str = ""
@@ -183,6 +194,9 @@ class Suite(Strict):
     compute: ComputeConfig = ComputeConfig()
     models: list[VariantConfig] = Field(..., min_length=1)
     search: SearchConfig | None = None
+    claims: list[ClaimConfig] = Field(
+        [], description="hypotheses declared before running, tested in the report's Claims"
+    )
 
     @field_validator("name")
     @classmethod
@@ -224,4 +238,5 @@ SECTIONS = {
     "compute": ComputeConfig,
     "models": VariantConfig,
     "search": SearchConfig,
+    "claims": ClaimConfig,
 }

@@ -1,0 +1,136 @@
+"""The metrics behind the usual claims: sharpness (blur and noise), memorisation (Meehan et al.'s
+C_T)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+
+from bench.data import load_dataset
+from bench.metrics.memorisation import data_copying
+from bench.metrics.sharpness import laplacian_energy, sharpness_ratio
+
+
+@pytest.fixture(scope="module")
+def real():
+    data = load_dataset("synthetic", train_limit=600, eval_limit=300)
+    return data
+
+
+def test_blurred_real_images_score_below_one_monotonically(real):
+    images = real.eval.images
+    ratios = [
+        sharpness_ratio(TF.gaussian_blur(images.float() / 255, 5, sigma), images)
+        for sigma in (0.5, 1.0, 2.0)
+    ]
+    assert 1 > ratios[0] > ratios[1] > ratios[2] > 0
+
+
+def test_real_images_score_about_one_and_noise_does_not_win(real):
+    other_real = real.train.images[:300]
+    assert sharpness_ratio(other_real, real.eval.images) == pytest.approx(1.0, abs=0.1)
+    noise = torch.randint(
+        0, 256, real.eval.images.shape, generator=torch.Generator().manual_seed(0)
+    )
+    noisy = sharpness_ratio(noise.to(torch.uint8), real.eval.images)
+    # "closest to 1" is the direction: noise is farther from 1 than real images
+    assert abs(noisy - 1) > 1.0 > abs(sharpness_ratio(other_real, real.eval.images) - 1)
+
+
+def test_the_laplacian_energy_of_a_constant_image_is_zero():
+    flat = torch.full((2, 3, 8, 8), 0.5)
+    assert laplacian_energy(flat).tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="no high-frequency energy"):
+        sharpness_ratio(flat, flat)
+
+
+def gaussian_sets(seed: int = 0, dim: int = 8):
+    g = torch.Generator().manual_seed(seed)
+    train = torch.randn(2000, dim, generator=g)
+    held_out = torch.randn(1000, dim, generator=g)
+    return train, held_out, g
+
+
+def test_a_generator_that_returns_training_images_is_flagged():
+    train, held_out, g = gaussian_sets()
+    copies = train[torch.randperm(len(train), generator=g)[:1000]]
+    copying = data_copying(copies, held_out, train)
+    # far below 0: every copy is nearer the training set than every held-out image, the most
+    # negative z a cell of ~50 and ~50 can give (-sqrt(3 m n / (m + n + 1)) ~ -8.6)
+    assert copying.c_t < -5
+    assert (copying.distance < 1e-6).all()
+    assert torch.equal(train[copying.nearest], copies)  # each copy's nearest image is itself
+
+
+def test_a_generator_that_returns_held_out_images_is_not():
+    train, held_out, g = gaussian_sets()
+    fresh = torch.randn(1000, train.shape[1], generator=g)  # the same distribution, unseen
+    assert abs(data_copying(fresh, held_out, train).c_t) < 3
+    wide = 1.5 * torch.randn(1000, train.shape[1], generator=g)  # underfitting: too spread
+    assert data_copying(wide, held_out, train).c_t > 3
+
+
+def test_auroc_direction_swapping_the_sets_gives_one_minus():
+    from bench.metrics.ood import auroc
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(300, generator=g), torch.randn(200, generator=g) + 0.7
+    assert auroc(a, b) > 0.6
+    assert auroc(b, a) == pytest.approx(1 - auroc(a, b), abs=1e-12)
+    assert auroc(a, a.clone()) == pytest.approx(0.5)
+
+
+def test_a_model_tells_noise_from_its_data(real):
+    """A VAE and a DCGAN trained briefly on the synthetic data (high learning rates: 60 steps)
+    score uniform noise against the evaluation images: the VAE's scores separate it (AUROC near
+    1), the DCGAN's discriminator does better than chance; the shifts are what they say. (An untrained autoencoder outputs grey, nearer to noise
+    than to the mostly black digits: its scores would rank the data as the anomaly.)"""
+    import models
+    from bench import keys
+    from bench.data import to_model_range
+    from bench.metrics.ood import ood_metrics, shifted
+
+    images = real.eval.images[:200]
+    assert torch.equal(shifted(images, "invert"), 255 - images)
+    assert torch.equal(shifted(images, "vflip")[:, :, 0], images[:, :, -1])
+    noise = shifted(images, "noise")
+    for name in ("vae", "dcgan"):
+        torch.manual_seed(0)
+        hparams = models.Hparams(latent_dim=8, width=8, n_critic=1, lr_g=3e-3, lr_d=3e-3)
+        model = models.build(name, {}, real.image_shape, hparams, device="cpu")
+        for step in range(60):
+            batch = real.train.images[(step * 32) % 512 : (step * 32) % 512 + 32]
+            model.train_step(to_model_range(batch))
+        metrics = ood_metrics(model, images, {"noise": noise}, batch_size=100)
+        scores = ("elbo", "recon") if name == "vae" else ("disc",)
+        assert set(metrics) == {keys.ood_key(score, "noise") for score in scores}
+        if name == "vae":  # its likelihood and reconstruction separate noise almost perfectly
+            assert all(value > 0.95 for value in metrics.values()), metrics
+        else:  # a briefly trained discriminator was never taught noise: better than chance
+            assert 0.5 < metrics[keys.ood_key("disc", "noise")] <= 1.0, metrics
+
+
+def test_a_missing_ood_dataset_is_one_line_exit_2_before_any_training(write_suite, tmp_path):
+    from click.testing import CliRunner
+    from mlflow.tracking import MlflowClient
+
+    from bench.cli import main
+    from tests.conftest import TINY_SUITE
+
+    missing = tmp_path / "no-mnist-here"
+    text = TINY_SUITE.replace(
+        "  grid_size: 16\n", f"  grid_size: 16\n  ood: [noise, {{name: mnist, root: {missing}}}]\n"
+    )
+    path = write_suite(text)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    result = CliRunner().invoke(main, ["run", str(path), "--tracking-uri", uri, "--no-progress"])
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert (
+        last.startswith("error: evaluation.ood[1] (mnist): ") or "evaluation.ood[1] (mnist)" in last
+    )
+    assert str(missing) in last
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment is None or not client.search_runs([experiment.experiment_id])
