@@ -84,8 +84,9 @@ def test_auroc_direction_swapping_the_sets_gives_one_minus():
 def test_a_model_tells_noise_from_its_data(real):
     """A VAE and a DCGAN trained briefly on the synthetic data (high learning rates: 60 steps)
     score uniform noise against the evaluation images: the VAE's scores separate it (AUROC near
-    1), the DCGAN's discriminator does better than chance; the shifts are what they say. (An untrained autoencoder outputs grey, nearer to noise
-    than to the mostly black digits: its scores would rank the data as the anomaly.)"""
+    1), the DCGAN's discriminator does better than chance; the shifts are what they say. (An
+    untrained autoencoder outputs grey, nearer to noise than to the mostly black digits: its
+    scores would rank the data as the anomaly.)"""
     import models
     from bench import keys
     from bench.data import to_model_range
