@@ -277,31 +277,36 @@ def list_models():
 def report(suite, output_format, out, overrides, tracking_uri):
     """Render a comparison report of SUITE (a suite file or its experiment name) from MLflow, and
     export every cell run of its experiment as one table."""
-    from bench.report import export, render
-    from bench.report.load import experiment_runs, load_report, open_experiment
+    from bench.report.write import ALL, write_formats
 
-    formats = (*render.FORMATS, *export.FORMATS) if output_format == "all" else (output_format,)
-    rendered = tuple(f for f in formats if f in render.FORMATS)
-    exported = tuple(f for f in formats if f in export.FORMATS)
-    if rendered:
-        loaded = load_report(suite, tracking_uri, overrides)
-        name, runs = loaded.suite_name, loaded.runs
-    else:  # an export alone needs the runs, not the report's statistics and figures
-        store = open_experiment(suite, tracking_uri, overrides)
-        name, runs = store.name, experiment_runs(store)
-    folder = Path(out) if out else Path("reports") / name
-    written = render.write_report(loaded, folder, rendered) if rendered else []
-    written += export.write_runs(runs, folder, exported) if exported else []
-    for path in written:
-        click.echo(f"wrote {path}")
-    if exported:
-        click.echo(f"{name}: {len(export.cell_runs(runs))} cell runs exported")
-    if rendered:
-        failed = len(loaded.unfinished)
-        click.echo(
-            f"{name}: {len(loaded.finished)} finished cells of {len(loaded.cells)}"
-            + (f", {failed} failed or missing (listed in the report)" if failed else "")
-        )
+    formats = ALL if output_format == "all" else (output_format,)
+    for line in write_formats(suite, tracking_uri, overrides, formats, out):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("suite_file", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@tracking_uri_option
+@click.option("--data-root", default=None, help="Dataset folder (as for bench run).")
+@user_errors
+def evaluate(suite_file, overrides, device, tracking_uri, data_root):
+    """Re-score the finished cells of SUITE_FILE with the current evaluation code, from the
+    weights each run logged, without retraining (bench/run/rescore.py); resumable."""
+    from bench.run.rescore import rescore_suite
+    from bench.tracking.store import absolute_uri, resolve_uri
+
+    suite = load_suite(suite_file, overrides)
+    uri = absolute_uri(resolve_uri(tracking_uri))
+    result = rescore_suite(suite, Path(suite_file).read_text(), uri, device, data_root, click.echo)
+    click.echo(
+        f"suite {suite.name}: {len(result.done)} re-scored, {len(result.skipped)} already at "
+        "the current evaluation version"
+    )
+    if result.stopped:
+        click.echo(f"interrupted: rerun bench evaluate {suite_file} to continue", err=True)
+        sys.exit(EXIT_INTERRUPTED[result.stopped])
 
 
 @main.command()

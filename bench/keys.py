@@ -54,6 +54,10 @@ are never mixed up: a domain-FID is not an Inception FID.
     data_copying_ct           Meehan et al.'s C_T in domain features: below 0 the samples are
                               closer to the training set than held-out images are (copying),
                               above 0 farther (underfitting); about 0 is the ideal
+    probe_accuracy_<f>        test accuracy of a logistic-regression probe on the encoder means
+                              (f = encoder) or the discriminator's penultimate features (f =
+                              discriminator); probe_accuracy_random_<f>: the same architecture
+                              with random weights, the baseline
     ood_auroc_<score>_<set>   AUROC of an anomaly score (elbo: negative ELBO, recon: pixel
                               reconstruction error, disc: minus the discriminator's output)
                               separating evaluation.ood's <set> from evaluation images (1:
@@ -128,6 +132,9 @@ TAG_MODEL = "model"
 TAG_LABEL = "label"
 TAG_SEED = "seed"
 TAG_STATUS = "status"
+# the evaluation code a run's metrics come from (bench.metrics.evaluate.EVALUATION_VERSION): set
+# when the cell finishes, and again by `bench evaluate` when it re-scores the run
+TAG_EVALUATION_VERSION = "evaluation_version"
 TAG_FAILURE = "failure_reason"
 TAG_FAILURE_KIND = "failure_kind"  # why a run failed: one of FAILURE_KINDS
 FAILURE_DIVERGED = "diverged"  # a NaN or infinite loss or weight: an outcome of the cell
@@ -232,6 +239,12 @@ OOD_SCORES = ("elbo", "recon", "disc")  # bench/metrics/ood.py's anomaly scores
 def ood_key(score: str, ood_set: str) -> str:
     """AUROC of an anomaly score against an out-of-distribution set (evaluation.ood)."""
     return f"ood_auroc_{score}_{ood_set}"
+
+
+def probe_key(features: str, random: bool = False) -> str:
+    """Accuracy of a linear probe on a model's "encoder" or "discriminator" features, or on those
+    of the same architecture with random weights (the baseline)."""
+    return f"probe_accuracy_{'random_' if random else ''}{features}"
 
 
 def density_key(space: str) -> str:

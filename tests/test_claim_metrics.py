@@ -135,3 +135,29 @@ def test_a_missing_ood_dataset_is_one_line_exit_2_before_any_training(write_suit
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("tiny")
     assert experiment is None or not client.search_runs([experiment.experiment_id])
+
+
+def test_latent_probes_read_the_classes_and_have_a_random_baseline(real):
+    import models
+    from bench import keys
+    from bench.data import to_model_range
+    from bench.metrics.probes import probe_metrics, random_twin
+
+    torch.manual_seed(0)
+    hparams = models.Hparams(latent_dim=8, width=8, n_critic=1, lr_g=3e-3, lr_d=3e-3)
+    model = models.build("vaegan", {}, real.image_shape, hparams, device="cpu")
+    for step in range(20):
+        model.train_step(to_model_range(real.train.images[step * 16 : step * 16 + 16]))
+    state = torch.random.get_rng_state()
+    twin = random_twin(model)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's stream untouched
+    assert not torch.equal(twin.encoder.head.weight, model.encoder.head.weight)
+    metrics = probe_metrics(model, real.train, real.eval, batch_size=100)
+    assert set(metrics) == {
+        keys.probe_key(features, random)
+        for features in ("encoder", "discriminator")
+        for random in (False, True)
+    }
+    # ten balanced classes: chance is 0.1; the synthetic classes are easy to read off
+    assert metrics[keys.probe_key("encoder")] > 0.5
+    assert all(0.0 <= value <= 1.0 for value in metrics.values())

@@ -26,7 +26,7 @@ from bench.data.images import (
     to_model_range,
     to_unit_range,
 )
-from bench.metrics import domain, fidelity, memorisation, modes, ood
+from bench.metrics import domain, fidelity, memorisation, modes, ood, probes
 from bench.metrics.evaluator import Evaluator, prepare, scoring_on  # noqa: F401 (the API)
 from bench.metrics.interpolation import interpolation_metrics
 from bench.metrics.sharpness import laplacian_energy
@@ -35,6 +35,9 @@ from bench.metrics.sharpness import laplacian_energy
 SAMPLES_SEED_OFFSET = 1_000_003
 INTERP_SEED_OFFSET = 2_000_003
 CALIBRATION_SEED_OFFSET = 3_000_003
+# Bump when the evaluation computes new metrics or changes one: `bench evaluate` re-scores every
+# finished run whose evaluation_version tag differs. 1: sharpness, data copying, probes, OOD.
+EVALUATION_VERSION = "1"
 # torch-fidelity's default; fidelity.kid_subset lowers it to half the smaller side
 KID_SUBSET_SIZE = 1000
 
@@ -205,6 +208,9 @@ def evaluate(model, evaluator: Evaluator, seed: int, cheap: bool = False):
         if copying.c_t is not None:
             metrics[keys.DATA_COPYING] = copying.c_t
         images["nearest"] = nearest_grid(fake, evaluator.data.train.images, copying)
+    if not cheap and evaluator.has_classes and evaluator.data.labelled:
+        train, evaluation = evaluator.data.train, evaluator.data.eval  # the encoder only
+        metrics |= probes.probe_metrics(model, train, evaluation, config.batch_size)
     if not cheap and evaluator.ood_sets:
         inside = ood.subset(evaluator.data.eval.images, config.ood_images)
         with decoder_statistics(model, evaluator, seed, "encoded"):

@@ -171,6 +171,21 @@ def metric_specs() -> list[Metric]:
         ),
     ]
     specs += interpolation_specs()
+    specs += [
+        Metric(
+            keys.probe_key(features, random),
+            f"Probe accuracy ({'random ' if random else ''}{features})",
+            False,
+            LATENT,
+            f"test accuracy of a logistic-regression probe on the {what}"
+            + (" of the same architecture with random weights (the baseline)" if random else ""),
+        )
+        for features, what in (
+            ("encoder", "encoder means"),
+            ("discriminator", "discriminator's penultimate features"),
+        )
+        for random in (False, True)
+    ]
     specs += ood_specs()
     specs += [
         Metric(

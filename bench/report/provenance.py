@@ -79,6 +79,7 @@ def provenance(runs: list[Run], cells: pd.DataFrame) -> list[tuple[str, str]]:
         ("Seeds", ", ".join(str(s) for s in seeds)),
         ("Feature spaces", feature_spaces(runs)),
         ("Code version", f"git {tag(keys.TAG_GIT_COMMIT)}; harness {param('code_version')}"),
+        ("Evaluation version", tag(keys.TAG_EVALUATION_VERSION)),
         ("Libraries", version_text),
         ("Device", tag(keys.TAG_DEVICE)),
     ]

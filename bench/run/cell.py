@@ -318,6 +318,7 @@ def _train_and_evaluate(
         }
         tracking.log_metrics(client, run_id, timings, num_steps)
         tracking.set_note(client, run_id, tracking.run_note(cell, run_id, metrics | timings))
+        client.set_tag(run_id, keys.TAG_EVALUATION_VERSION, evaluate.EVALUATION_VERSION)
         tracking.finish(client, run_id)
         checkpoint.remove(folder)  # the final weights are in the run's artifacts now
         return None
