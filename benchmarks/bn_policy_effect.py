@@ -28,6 +28,7 @@ from bench.data.config import DatasetConfig
 from bench.metrics import evaluate
 from bench.metrics.settings import EvaluationConfig
 from bench.report.artifacts import download
+from bench.run.rescore import hparams_of
 
 POLICIES = ("running", "recalibrate")
 SHOWN = (keys.fid_key("domain"), keys.recall_key("domain"), keys.RECON_MSE)
@@ -41,16 +42,7 @@ def rebuild(client, run, folder: Path):
         / keys.CHECKPOINT_FILE,
         weights_only=True,
     )
-    budget, optimizer = config["budget"], config["optimizer"]
-    hparams = models.Hparams(
-        latent_dim=budget["latent_dim"],
-        width=budget["width"],
-        lr_g=optimizer["lr_g"],
-        lr_d=optimizer.get("lr_d", optimizer["lr_g"]),
-        betas=tuple(optimizer["betas"]),
-        n_critic=optimizer["n_critic"],
-    )
-    return config, hparams, saved
+    return config, hparams_of(config), saved
 
 
 def main() -> None:

@@ -122,56 +122,50 @@ class GenerativeModel(nn.Module):
         """z ~ N(0, I)."""
         return torch.randn(n, self.latent_dim, generator=generator, device=self.device)
 
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] from latents, in eval mode (batch-norm running statistics)."""
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode (batch-norm running statistics, no dropout), eager, without gradients, for
+        the block; the model's mode is restored after it."""
         was_training = self.training
         self.eval()
         try:
-            with torch.compiler.set_stance("force_eager"):
-                return self.decoder(z.to(self.device))
+            with torch.no_grad(), torch.compiler.set_stance("force_eager"):
+                yield
         finally:
             self.train(was_training)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] from latents, in eval mode (batch-norm running statistics)."""
+        with self.evaluating():
+            return self.decoder(z.to(self.device))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.decode(self.prior(n, generator))
 
-    @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Posterior mean E[z|x] (only for variants with an encoder)."""
         if not self.has_encoder:
             raise TypeError(f"{type(self).__name__} has no encoder")
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.compiler.set_stance("force_eager"):
-                mu, _ = self.encoder(x.to(self.device))
+        with self.evaluating():
+            mu, _ = self.encoder(x.to(self.device))
             return mu
-        finally:
-            self.train(was_training)
 
     def reconstruction_nll_per_example(self, x_tilde: torch.Tensor, x: torch.Tensor):
         """-log p(x | x_tilde) of each example under the model's own likelihood (variants with
         an encoder implement it)."""
         raise TypeError(f"{type(self).__name__} has no likelihood")
 
-    @torch.no_grad()
     def negative_elbo(self, x: torch.Tensor) -> torch.Tensor:
         """Per example, -ELBO = -log p(x | Dec(mu)) + KL(q(z|x) || N(0, I)) in eval mode, the
         likelihood term at the posterior mean (deterministic, one decoder pass) rather than a
         Monte Carlo average, and KL at weight 1 (the ELBO itself, whatever beta trained it)."""
         if not self.has_encoder:
             raise TypeError(f"{type(self).__name__} has no encoder")
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.compiler.set_stance("force_eager"):
-                x = x.to(self.device)
-                mu, logvar = self.encoder(x)
-                nll = self.reconstruction_nll_per_example(self.decoder(mu), x)
+        with self.evaluating():
+            x = x.to(self.device)
+            mu, logvar = self.encoder(x)
+            nll = self.reconstruction_nll_per_example(self.decoder(mu), x)
             return nll + kl_per_example(mu, logvar)
-        finally:
-            self.train(was_training)
 
     def update_counts(self, batch_size: int) -> dict[str, int]:
         """Updates so far of the generator / decoder (and encoder) and of the discriminator, and

@@ -382,8 +382,10 @@ def algorithm_1_gradients(model, x, seed):
         generator = -F.logsigmoid(d_tilde).mean() - F.logsigmoid(d_p).mean()  # non-saturating
     else:
         fake = torch.cat([x_tilde, x_p])
+        # Gulrajani et al.: each fake paired with a real drawn at random (the batch twice, shuffled)
+        reals = torch.cat([x, x])[torch.randperm(fake.size(0))]
         eps = torch.rand(fake.size(0), 1, 1, 1)
-        x_hat = (eps * torch.cat([x, x]) + (1 - eps) * fake.detach()).requires_grad_(True)
+        x_hat = (eps * reals + (1 - eps) * fake.detach()).requires_grad_(True)
         (slope,) = torch.autograd.grad(dis(x_hat).sum(), x_hat, create_graph=True)
         penalty = (slope.flatten(1).norm(dim=1) - 1).pow(2).mean()
         loss_dis = dis(fake).mean() - dis(x).mean() + opts.gp_lambda * penalty

@@ -59,6 +59,20 @@ def final_runs(client, experiment: str) -> list:
     ]
 
 
+def hparams_of(config: dict) -> models.Hparams:
+    """The hyperparameters of a cell from its resolved configuration (Cell.config(), as logged
+    in the run's cell.json and checkpoint)."""
+    budget, optimizer = config["budget"], config["optimizer"]
+    return models.Hparams(
+        latent_dim=budget["latent_dim"],
+        width=budget["width"],
+        lr_g=optimizer["lr_g"],
+        lr_d=optimizer.get("lr_d", optimizer["lr_g"]),
+        betas=tuple(optimizer["betas"]),
+        n_critic=optimizer["n_critic"],
+    )
+
+
 def rebuild_model(client, run, image_shape, device):
     """The run's trained model from its checkpoint artifact, and the seed and final step."""
     with tempfile.TemporaryDirectory() as folder:
@@ -67,16 +81,9 @@ def rebuild_model(client, run, image_shape, device):
         )
         saved = torch.load(path, map_location="cpu", weights_only=True)
     config = saved["config"]
-    budget, optimizer = config["budget"], config["optimizer"]
-    hparams = models.Hparams(
-        latent_dim=budget["latent_dim"],
-        width=budget["width"],
-        lr_g=optimizer["lr_g"],
-        lr_d=optimizer.get("lr_d", optimizer["lr_g"]),
-        betas=tuple(optimizer["betas"]),
-        n_critic=optimizer["n_critic"],
+    model = models.build(
+        config["model"], config["options"], image_shape, hparams_of(config), device
     )
-    model = models.build(config["model"], config["options"], image_shape, hparams, device)
     model.load_state_dict(saved["model"])
     return model, int(config["seed"])
 
