@@ -196,6 +196,7 @@ class ReplayGenerator:
     """A 'model' without an encoder whose samples are given real images (model range)."""
 
     has_encoder = False
+    has_discriminator = False
     latent_dim = 2
     device = torch.device("cpu")
 

@@ -331,7 +331,7 @@ def test_metric_directions_and_welch():
 
 SPECS = {m.key: m for m in metric_specs()}
 FID = SPECS[keys.fid_key("domain")]  # headline, lower is better
-PRECISION = SPECS[keys.precision_key("domain")]  # headline, higher is better
+COVERAGE = SPECS[keys.coverage_key("domain")]  # headline, higher is better
 CLASS_KL = SPECS[keys.CLASS_KL]  # not a headline metric: never tested
 
 
@@ -376,22 +376,22 @@ def test_summary_gives_the_student_t_interval_over_seeds():
 
 
 def test_one_holm_correction_covers_every_headline_comparison_and_only_those():
-    fid, precision, kl = FID.key, PRECISION.key, CLASS_KL.key
+    fid, coverage, kl = FID.key, COVERAGE.key, CLASS_KL.key
     values = {
-        "a": {fid: [10.0, 10.5, 9.8], precision: [0.50, 0.52, 0.55], kl: [0.1, 0.2, 0.1]},
-        "b": {fid: [11.0, 11.6, 10.9], precision: [0.60, 0.58, 0.65], kl: [0.1, 0.2, 0.3]},
-        "c": {fid: [20.0, 21.0, 19.0], precision: [0.30, 0.31, 0.29], kl: [1.0, 1.1, 0.9]},
-        "d": {fid: [15.0], precision: [0.2], kl: [0.5]},  # one seed: not testable
+        "a": {fid: [10.0, 10.5, 9.8], coverage: [0.50, 0.52, 0.55], kl: [0.1, 0.2, 0.1]},
+        "b": {fid: [11.0, 11.6, 10.9], coverage: [0.60, 0.58, 0.65], kl: [0.1, 0.2, 0.3]},
+        "c": {fid: [20.0, 21.0, 19.0], coverage: [0.30, 0.31, 0.29], kl: [1.0, 1.1, 0.9]},
+        "d": {fid: [15.0], coverage: [0.2], kl: [0.5]},  # one seed: not testable
     }
     cells = cells_frame(values)
-    result = significance(cells, [FID, PRECISION, CLASS_KL], list(values))
+    result = significance(cells, [FID, COVERAGE, CLASS_KL], list(values))
 
-    assert [c.metric.key for c in result.comparisons] == [fid, precision]  # KL is not tested
+    assert [c.metric.key for c in result.comparisons] == [fid, coverage]  # KL is not tested
     assert [(c.best, [v.label for v in c.others]) for c in result.comparisons] == [
         ("a", ["b", "d", "c"]),  # others by mean, runner-up first
         ("b", ["a", "c", "d"]),
     ]
-    pairs = [("a", "b", fid), ("a", "c", fid), ("b", "a", precision), ("b", "c", precision)]
+    pairs = [("a", "b", fid), ("a", "c", fid), ("b", "a", coverage), ("b", "c", coverage)]
     raw = [
         stats.ttest_ind(values[x][key], values[y][key], equal_var=False).pvalue
         for x, y, key in pairs
@@ -402,7 +402,7 @@ def test_one_holm_correction_covers_every_headline_comparison_and_only_those():
     for pair, p_raw, p_holm in zip(pairs, raw, adjusted, strict=True):
         assert found[pair].p_value == pytest.approx(p_raw)
         assert found[pair].adjusted_p == pytest.approx(p_holm)
-    for pair in (("a", "d", fid), ("b", "d", precision)):
+    for pair in (("a", "d", fid), ("b", "d", coverage)):
         assert found[pair].p_value is None and found[pair].adjusted_p is None
         assert found[pair].verdict == "not testable"
     # by hand: a vs b on FID has the third smallest of four p-values, which Holm multiplies by 2
@@ -433,19 +433,19 @@ def test_star_only_where_the_best_is_beyond_seed_noise_of_the_runner_up_after_ho
 
 
 def test_raw_p_below_five_percent_is_no_star_when_holm_lifts_it_above():
-    fid, precision = FID.key, PRECISION.key
+    fid, coverage = FID.key, COVERAGE.key
     values = {
-        "a": {fid: [10.0, 10.5, 9.8], precision: [0.50, 0.52, 0.55]},
-        "b": {fid: [11.0, 11.5, 10.7], precision: [0.60, 0.58, 0.65]},
+        "a": {fid: [10.0, 10.5, 9.8], coverage: [0.50, 0.52, 0.55]},
+        "b": {fid: [11.0, 11.5, 10.7], coverage: [0.60, 0.58, 0.65]},
     }
-    result = significance(cells_frame(values), [FID, PRECISION], list(values))
+    result = significance(cells_frame(values), [FID, COVERAGE], list(values))
     assert result.family_size == 2
-    for key in (fid, precision):  # each gap alone would pass at 5 %, not both together
+    for key in (fid, coverage):  # each gap alone would pass at 5 %, not both together
         versus = result.comparison(key).others[0]
         assert versus.p_value < 0.05 <= versus.adjusted_p
         assert versus.verdict == "within seed noise"
         assert result.comparison(key).winner is None
-    assert best_row([FID, PRECISION], result) == ["tied: a, b", "tied: b, a"]
+    assert best_row([FID, COVERAGE], result) == ["tied: a, b", "tied: b, a"]
 
 
 def test_untestable_variant_is_tied_with_the_best_not_beaten():

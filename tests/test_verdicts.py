@@ -13,7 +13,7 @@ from tests.test_report import cells_frame
 SPECS = {m.key: m for m in metric_specs()}
 FID = SPECS[keys.fid_key("domain")]
 FID_INCEPTION = SPECS[keys.fid_key("inception")]
-RECALL_INCEPTION = SPECS[keys.recall_key("inception")]
+COVERAGE_INCEPTION = SPECS[keys.coverage_key("inception")]
 
 
 def test_both_sides_constant_but_different_is_a_certain_difference():
@@ -56,11 +56,11 @@ def test_inception_metrics_form_their_own_family_and_never_move_a_domain_verdict
     alone = significance(cells_frame(domain), [FID], list(domain))
     with_inception = {
         label: per | {FID_INCEPTION.key: [50.0 + i, 51.0 + i, 49.0 + i],
-                      RECALL_INCEPTION.key: [0.3 + i / 10, 0.31 + i / 10, 0.29 + i / 10]}
+                      COVERAGE_INCEPTION.key: [0.3 + i / 10, 0.31 + i / 10, 0.29 + i / 10]}
         for i, (label, per) in enumerate(domain.items())
     }  # fmt: skip
     both = significance(
-        cells_frame(with_inception), [FID, FID_INCEPTION, RECALL_INCEPTION], list(domain)
+        cells_frame(with_inception), [FID, FID_INCEPTION, COVERAGE_INCEPTION], list(domain)
     )
     assert alone.family_sizes == {"domain": 2}
     assert both.family_sizes == {"domain": 2, "inception": 4}

@@ -110,6 +110,8 @@ def probe_metrics(model, train: Split, evaluation: Split, batch_size: int) -> di
     """probe_accuracy_<features> and probe_accuracy_random_<features> for every representation
     the model has (labelled splits only; train and evaluation already on the model's device or
     the CPU)."""
+    if not feature_functions(model):
+        return {}  # no encoder, no discriminator: nothing to probe
     train, evaluation = probe_splits(train, evaluation)
     metrics = {}
     for trained, random in ((model, False), (random_twin(model), True)):
