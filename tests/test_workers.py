@@ -133,12 +133,17 @@ def test_three_workers_train_every_cell_exactly_once(server, tmp_path):
     assert all("0 failed" in out for out in outputs)
 
 
-@pytest.mark.slow  # two workers one after the other, the first killed: ~60 s on 2 cores
+# The lease must outlast the second worker's start (imports, data, its first look at the claims):
+# at 25 s a loaded CI machine once took longer, and the second worker found the claim already dead.
+LEASE = "60"
+
+
+@pytest.mark.slow  # two workers one after the other, the first killed: ~100 s on 2 cores
 def test_a_killed_workers_cell_is_taken_over_after_its_lease(server, tmp_path):
     path = write(tmp_path, "takeover", steps=1500, seeds="[0]", checkpoint_every=50,
                  models="  - {label: vae, model: vae}\n")  # fmt: skip
     checkpoints = tmp_path / "ck"  # shared by both workers, as on a shared file system
-    first = start(path, server, checkpoints, tmp_path / "a.log", "--lease", "25", host="machine-a")
+    first = start(path, server, checkpoints, tmp_path / "a.log", "--lease", LEASE, host="machine-a")
     deadline = time.monotonic() + 240
     while not list(checkpoints.rglob("checkpoint.pt")):
         assert first.poll() is None, (tmp_path / "a.log").read_text()[-3000:]
@@ -148,7 +153,7 @@ def test_a_killed_workers_cell_is_taken_over_after_its_lease(server, tmp_path):
     first.wait()
     (killed,) = cell_runs(server, "takeover")
     assert killed.info.status == "RUNNING"
-    second = start(path, server, checkpoints, tmp_path / "b.log", "--lease", "25", host="machine-b")
+    second = start(path, server, checkpoints, tmp_path / "b.log", "--lease", LEASE, host="machine-b")
     (output,) = finish([(second, tmp_path / "b.log")])
     assert "waiting for 1 cells held by other workers: vae/seed0 (machine-a/" in output
     assert "taking over 1 cells whose workers stopped: vae/seed0" in output
