@@ -13,7 +13,7 @@ from torch_fidelity.utils import create_feature_extractor
 
 from bench import keys
 from bench.data import cache, load_dataset
-from bench.metrics import domain, fidelity
+from bench.metrics import domain, domain_network, fidelity
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
 
@@ -103,7 +103,7 @@ def test_extractor_built_by_torch_fidelity_matches_the_classifier(synthetic, tra
         x = images.float() / 255
         torch.testing.assert_close(features, classifier.features(x))
         torch.testing.assert_close(logits, classifier(x))
-    assert features.dtype == torch.float32 and features.shape == (10, domain.FEATURE_DIM)
+    assert features.dtype == torch.float32 and features.shape == (10, domain_network.FEATURE_DIM)
 
     with pytest.raises(ValueError, match="uint8"):
         extractor(images.float())

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from bench import keys
-from bench.metrics import domain, fidelity
+from bench.metrics import domain, domain_network, fidelity
 
 SPACE_KEYS = [
     keys.fid_key, keys.kid_key, keys.kid_std_key, keys.precision_key, keys.recall_key,
@@ -186,7 +186,7 @@ def test_real_side_is_extracted_once_then_read_from_the_cache(
     assert path.name.endswith(f"-{domain.EXTRACTOR_NAME}-features.pt")
     saved = torch.load(path, weights_only=True)
     assert saved.keys() == {"features"}
-    assert saved["features"].shape == (len(real), domain.FEATURE_DIM)
+    assert saved["features"].shape == (len(real), domain_network.FEATURE_DIM)
 
     batches.clear()
     other_fake = synthetic.train.images[200:300]

@@ -21,7 +21,7 @@ from bench.cli import main
 from bench.data import DeviceMemoryError, load_dataset, on_device, synthetic_split, to_model_range
 from bench.data.image_files import ImageFileError
 from bench.data.preprocess import Preprocessing
-from bench.metrics import domain, fidelity
+from bench.metrics import domain, domain_network, fidelity
 from bench.metrics.evaluate import KID_SUBSET_SIZE
 from bench.run.train import ShuffledBatches
 
@@ -237,7 +237,7 @@ def rotation_space(tmp_path_factory):
 
 def test_the_rotation_network_learns_rotations(rotation_space):
     network, accuracy, _ = rotation_space
-    assert network.task == domain.ROTATION and network.num_classes == 4
+    assert network.task == domain_network.ROTATION and network.num_classes == 4
     assert accuracy > 0.6  # chance is 0.25
 
 
@@ -408,7 +408,7 @@ def test_a_flat_64_pixel_folder_trains_every_variant_without_labels(tmp_path, tr
     ]
     assert len(finished) == 7
     for run in finished:
-        assert run.data.tags[keys.TAG_DOMAIN_TASK] == domain.ROTATION
+        assert run.data.tags[keys.TAG_DOMAIN_TASK] == domain_network.ROTATION
         assert "0.25" in run.data.tags[keys.TAG_DATA_SPLIT_RULE]
         assert run.data.tags[keys.TAG_DATA_SOURCE] == str(tmp_path / "faces")
         assert keys.fid_key("domain") in run.data.metrics

@@ -153,7 +153,9 @@ def test_a_killed_workers_cell_is_taken_over_after_its_lease(server, tmp_path):
     first.wait()
     (killed,) = cell_runs(server, "takeover")
     assert killed.info.status == "RUNNING"
-    second = start(path, server, checkpoints, tmp_path / "b.log", "--lease", LEASE, host="machine-b")
+    second = start(
+        path, server, checkpoints, tmp_path / "b.log", "--lease", LEASE, host="machine-b"
+    )
     (output,) = finish([(second, tmp_path / "b.log")])
     assert "waiting for 1 cells held by other workers: vae/seed0 (machine-a/" in output
     assert "taking over 1 cells whose workers stopped: vae/seed0" in output

@@ -34,7 +34,7 @@ from torch_fidelity.utils import create_feature_extractor, extract_featuresdict_
 
 from bench import keys
 from bench.data.cache import atomic_save, default_cache_dir
-from bench.metrics import domain
+from bench.metrics import domain, domain_network
 from bench.metrics.density_coverage import NEAREST_K, density_coverage
 
 INCEPTION_EXTRACTOR = "inception-v3-compat"
@@ -248,7 +248,7 @@ def _read_features(path: Path, count: int) -> torch.Tensor | None:
     fits = (
         torch.is_tensor(features)
         and features.dtype == torch.float32
-        and tuple(features.shape) == (count, domain.FEATURE_DIM)
+        and tuple(features.shape) == (count, domain_network.FEATURE_DIM)
     )
     return features if fits else None
 
