@@ -12,7 +12,8 @@ pool, validation hold-out included, and evaluation split); each run's model is r
 resolved configuration and state dict in its `checkpoint/` artifact and evaluated like a fresh
 cell (the same seed). Its metrics are logged on the same run at the step of its final evaluation,
 in ONE log_batch with the `evaluation_version` tag: a kill leaves a run either re-scored or not,
-never half (one value per metric per run). The report reads the newest values.
+never half (one value per metric per run); the nearest-neighbour gallery goes first, so a run
+marked done has it. The report reads the newest values.
 """
 
 from __future__ import annotations
@@ -120,8 +121,9 @@ def rescore_suite(
                 break
             model, seed = rebuild_model(client, run, evaluator.data.image_shape, evaluator.device)
             metrics, images = evaluate.evaluate(model, evaluator, seed)
-            log_rescore(client, run.info.run_id, metrics, final_step(client, run.info.run_id))
+            # the gallery first: the version tag, logged last, marks the run as done
             log_nearest(client, run.info.run_id, images)
+            log_rescore(client, run.info.run_id, metrics, final_step(client, run.info.run_id))
             result.done.append(name)
             version = evaluate.EVALUATION_VERSION
             echo(f"[{index}/{len(runs)}] {name}: re-scored (evaluation {version})")
