@@ -9,6 +9,8 @@ initial weights and batches:
   does differ, i.e. that autocast really ran.
 - torch.compile: 1e-3 (the same float32 arithmetic, fused and reordered, whose rounding
   differences GAN training amplifies; measured up to 1.1e-4 (dcgan-bce) with a cold compile cache).
+- channels_last: 1e-3, as compile's: the same float32 arithmetic in other kernels (NHWC), alone;
+  with bf16 autocast, bf16's 0.15. The test also checks that every convolution's weight is NHWC.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from click.testing import CliRunner
 
 import models
 from bench.cli import main
-from bench.run.train import train
+from bench.run.train import MEMORY_FORMATS, train
 from bench.suite.expand import expand
 from bench.suite.load import load_suite
 from bench.suite.schema import ComputeConfig
 
 BF16_TOLERANCE = 0.15
 COMPILE_TOLERANCE = 1e-3
+CHANNELS_LAST_TOLERANCE = 1e-3  # float32 in another memory order: as compile's
 STEPS = 6
 
 VARIANTS = {
@@ -41,7 +44,9 @@ VARIANTS = {
 }
 
 
-def step_losses(variant: str, precision: str = "fp32", compiled: bool = False) -> list[dict]:
+def step_losses(
+    variant: str, precision: str = "fp32", compiled: bool = False, channels_last: bool = False
+) -> list[dict]:
     """Losses of every step of a tiny model trained from seed 0 on fixed random images."""
     name, options = VARIANTS[variant]
     images = torch.rand(128, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
@@ -50,6 +55,8 @@ def step_losses(variant: str, precision: str = "fp32", compiled: bool = False) -
     )
     torch.manual_seed(0)
     model = models.build(name, options, (1, 28, 28), hparams, "cpu")
+    if channels_last:
+        model.to_channels_last()
     if compiled:
         model.compile_networks()
     logged: list[dict] = []
@@ -63,7 +70,13 @@ def step_losses(variant: str, precision: str = "fp32", compiled: bool = False) -
         log_losses=lambda step, means: logged.append(means),
         progress=False,
         precision=precision,
+        memory_format=MEMORY_FORMATS[channels_last],
     )
+    if channels_last:  # the switch really ran: every conv weight is NHWC after training
+        convolutions = [m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+        assert convolutions and all(
+            m.weight.is_contiguous(memory_format=torch.channels_last) for m in convolutions
+        )
     return logged
 
 
@@ -97,6 +110,15 @@ def test_compiled_networks_match_eager(variant):
     assert worst_difference(reference, step_losses(variant, compiled=True)) <= COMPILE_TOLERANCE
 
 
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_channels_last_stays_within_tolerance_of_fp32_alone_and_with_bf16(variant):
+    reference = step_losses(variant)
+    alone = worst_difference(reference, step_losses(variant, channels_last=True))
+    assert alone <= CHANNELS_LAST_TOLERANCE, alone
+    both = step_losses(variant, precision="bf16", channels_last=True)
+    assert worst_difference(reference, both) <= BF16_TOLERANCE
+
+
 def test_compile_keeps_state_dict_names_and_evaluation_eager():
     name, options = VARIANTS["vaegan-disfeat-wgan-gp"]
     hparams = models.Hparams(8, 8, 2e-4, 2e-4, (0.5, 0.999), 2)
@@ -119,6 +141,9 @@ def test_compute_section_is_part_of_the_cell_id_only_when_not_default(write_suit
     assert expand(bf16)[0].config()["compute"] == {"precision": "bf16", "compile": False}
     assert plain.isdisjoint({cell.id for cell in expand(bf16)})
     assert plain.isdisjoint({cell.id for cell in expand(compiled)})
+    nhwc = base.model_copy(update={"compute": ComputeConfig(channels_last=True)})
+    assert expand(nhwc)[0].config()["compute"]["channels_last"] is True
+    assert plain.isdisjoint({cell.id for cell in expand(nhwc)})
 
 
 def test_cli_switches_override_the_suite(write_suite):

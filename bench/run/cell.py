@@ -40,6 +40,7 @@ from bench.metrics import evaluate
 from bench.run import checkpoint
 from bench.run.context import SuiteContext, stop_on_signals
 from bench.run.train import (
+    MEMORY_FORMATS,
     Diverged,
     Interrupted,
     steps_per_epoch,
@@ -259,6 +260,8 @@ def _train_and_evaluate(
             cell.hparams(),
             evaluator.device,
         )
+        if cell.compute.channels_last:  # before compiling: the graphs see NHWC weights
+            model.to_channels_last()
         if cell.compute.compile:
             model.compile_networks()
         num_steps = total_steps(len(train_images), budget.batch_size, budget.epochs, budget.steps)
@@ -305,6 +308,7 @@ def _train_and_evaluate(
             precision=cell.compute.precision,
             # a step is one generator update (its critic steps included), or one batch
             calls_per_step=model.n_critic if budget.parity == "generator_updates" else 1,
+            memory_format=MEMORY_FORMATS[cell.compute.channels_last],
         )
         metrics, images = evaluate.evaluate(model, evaluator, cell.seed)
         tracking.log_metrics(client, run_id, metrics, num_steps)

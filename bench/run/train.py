@@ -84,8 +84,15 @@ class ShuffledBatches:
     position inside that epoch: restoring it redraws the same permutation and goes on from there.
     """
 
-    def __init__(self, images: torch.Tensor, batch_size: int, generator: torch.Generator):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        batch_size: int,
+        generator: torch.Generator,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ):
         self.images, self.batch_size, self.generator = images, batch_size, generator
+        self.memory_format = memory_format
         self.per_epoch = steps_per_epoch(len(images), batch_size)
         self.epoch_start = generator.get_state()
         self.order: torch.Tensor | None = None
@@ -100,7 +107,8 @@ class ShuffledBatches:
         i = self.position * self.batch_size
         self.position += 1
         # uint8 storage (a quarter of float32's memory) is converted one batch at a time
-        return model_batch(self.images[self.order[i : i + self.batch_size]], self.images.device)
+        batch = model_batch(self.images[self.order[i : i + self.batch_size]], self.images.device)
+        return batch.contiguous(memory_format=self.memory_format)
 
     def _new_epoch(self) -> None:
         self.epoch_start = self.generator.get_state()
@@ -172,6 +180,7 @@ def check_finite(step: int, means: dict[str, float], model: torch.nn.Module) -> 
 
 
 PRECISIONS = ("fp32", "bf16")
+MEMORY_FORMATS = {False: torch.contiguous_format, True: torch.channels_last}  # by channels_last
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
@@ -229,6 +238,7 @@ def train(
     stop_requested: Callable[[], str | None] | None = None,
     precision: str = "fp32",
     calls_per_step: int = 1,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> TrainResult:
     """Run `num_steps` train steps of `model` on `images` (on the device: uint8, converted per
     batch, or float in the model range).
@@ -241,14 +251,15 @@ def train(
     weights were just checked to be finite; `resume` is such a state to continue from.
     `stop_requested()` is asked at every step boundary: when it returns a reason, a checkpoint is
     saved and Interrupted is raised. precision="bf16" runs each train step under bf16 autocast
-    (weights, optimizer state and evaluation stay float32).
+    (weights, optimizer state and evaluation stay float32). memory_format=torch.channels_last
+    hands the model NHWC batches (for networks in that format: model.to_channels_last()).
 
     One step is `calls_per_step` calls of model.train_step, each on a fresh batch: with a budget
     in generator updates a WGAN-GP variant's step is its n_critic critic updates and the generator
     update after them, so steps, logging, checkpoints and resuming all count generator updates.
     """
     generator = torch.Generator(device=images.device).manual_seed(seed)
-    batches = ShuffledBatches(images, batch_size, generator)
+    batches = ShuffledBatches(images, batch_size, generator, memory_format)
     accumulator = LossAccumulator()
     first, seconds_before = 1, 0.0
     if resume is not None:

@@ -83,6 +83,8 @@ class Cell:
         compute = {}
         if self.compute != ComputeConfig():
             compute["compute"] = self.compute.model_dump()
+            if not self.compute.channels_last:  # added later: ids of bf16/compile cells stay
+                del compute["compute"]["channels_last"]
         # how often it logs and checkpoints does not change what a cell computes; the optimizer
         # settings are the variant's own (resolved), not the budget's defaults
         budget = self.budget.model_dump(

@@ -103,6 +103,11 @@ class ComputeConfig(Strict):
         "fp32", description="bf16: train steps under bfloat16 autocast (weights stay float32)"
     )
     compile: bool = Field(False, description="torch.compile the networks for training")
+    channels_last: bool = Field(
+        False,
+        description="networks and training batches in channels_last (NHWC) memory format: "
+        "the fast convolution path of oneDNN CPUs and of GPU tensor cores",
+    )
 
 
 class SpaceEntry(Strict):
