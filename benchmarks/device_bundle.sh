@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Packs .device/ for a run on a lent GPU machine (no package index there; see the device tool's
-# README): wheels (CPython 3.12, manylinux x86-64) of this project's pinned runtime and benchmark
-# dependencies that the machine's image lacks (~36 MiB). Then, with the device tool:
-#   run(carry=[".device"], command="source benchmarks/device_env.sh && python3 benchmarks/...")
+# Packs .device/ for benchmarks/gpu_run.sh on a lent GPU machine (no package index there; see the
+# device tool's README), and checks that everything that travels fits:
+#   .device/whl   wheels (CPython 3.12, manylinux x86-64) of what the machine's image lacks: the
+#                 closure in uv.lock of this project's runtime dependencies and the benchmarks group
+#                 (Pythae), with mlflow-skinny (the tracking client and its SQL store: SQLAlchemy,
+#                 Alembic) in place of full mlflow (its web UI is most of its 30 MB, and the GPU run
+#                 needs no server), minus the packages the image already has;
+#   .device/data  the real Fashion-MNIST files (/usr/share/datasets/fashion-mnist, ~31 MB).
+# Then prints the total that travels (the working tree, tracked and untracked-not-ignored, plus
+# .device) and fails above 60 MiB (the tool's limit is 64 MiB a call). With the device tool:
+#   run(carry=[".device"], command="bash benchmarks/gpu_run.sh", timeout_s=570)
 #
-#   bash benchmarks/device_bundle.sh            # writes .device/whl
-#
-# No dataset travels (the 64 MiB carry limit): on that machine the benchmarks fall back to the
-# synthetic dataset, which has the real sets' shapes and so costs the same compute per step.
+#   bash benchmarks/device_bundle.sh            # writes .device/
 #
 # The image's packages (torch, torchvision, numpy, pandas, matplotlib, pyarrow, jinja2, click, ...)
 # are used as they are; IMAGE below lists them as the device README read them on 2026-11-17. The
@@ -42,19 +46,58 @@ mkdir -p .git/info
 grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >>.git/info/exclude
 rm -rf .device && mkdir -p .device/whl
 
-wanted=()
-while read -r pin; do
-    name=${pin%%==*}
-    case "$IMAGE$NOT_HERE" in *" $name "* | *$'\n'"$name "* | *" $name"$'\n'*) continue ;; esac
-    case $name in nvidia-* | cuda-*) continue ;; esac
-    wanted+=("$pin")
-done < <(uv export --frozen --no-hashes --no-emit-project --no-dev --group benchmarks \
-    --format requirements-txt | grep -E '^[a-z0-9]' | grep -v "sys_platform == 'win32'" \
-    | sed 's/ *;.*//' | sort -u)
-
+LIMIT_MIB=60
+FASHION=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+# the packages to leave out: the image's, and full mlflow (skinny replaces it). The Databricks SDK
+# travels without its dependencies (google-auth ...): mlflow only looks its namespace up.
+export SKIP="$IMAGE $NOT_HERE mlflow "
+mapfile -t wanted < <(python3 - <<'PY'
+import os, tomllib
+lock = {p["name"]: p for p in tomllib.load(open("uv.lock", "rb"))["package"]}
+skip = set(os.environ["SKIP"].split())
+no_deps = {"databricks-sdk"}
+project = next(p for p in lock.values() if p.get("source", {}).get("editable") == ".")
+# the tracking client and its SQL store; mlflow's registry tables import cryptography's Fernet
+roots = [d["name"] for d in project["dependencies"]]
+roots += ["mlflow-skinny", "sqlalchemy", "alembic", "cryptography"]
+roots += [d["name"] for d in project.get("dev-dependencies", {}).get("benchmarks", [])]
+seen, stack = set(), list(roots)
+while stack:
+    name = stack.pop()
+    if name in seen or name in skip or name.startswith(("nvidia-", "cuda-")):
+        continue
+    seen.add(name)
+    for dep in [] if name in no_deps else lock[name].get("dependencies", []):
+        if "win32" not in dep.get("marker", "") and "< '3.12'" not in dep.get("marker", ""):
+            stack.append(dep["name"])
+for name in sorted(seen):
+    versions = [lock[name]["version"]] if "version" in lock[name] else []
+    print(f"{name}=={versions[0]}" if versions else name)
+PY
+)
 echo "downloading ${#wanted[@]} wheels: ${wanted[*]}"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform manylinux1_x86_64 -d .device/whl "${wanted[@]}" 2>&1 | grep -v 'is ignored' || true
 du -sh .device/whl
+
+# xz packs the IDX files 4 MB tighter than their gzip; gpu_run.sh unpacks them there
+mkdir -p .device/data/fashion-mnist
+for stem in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte \
+    t10k-labels-idx1-ubyte; do
+    [[ -f $FASHION/$stem.gz ]] || { echo "error: no $FASHION/$stem.gz: set FASHION_MNIST" >&2; exit 1; }
+    gzip -dc "$FASHION/$stem.gz" | xz -9e -T2 >".device/data/fashion-mnist/$stem.xz"
+done
+
+tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 -r stat -c %s 2>/dev/null \
+    | awk '{s += $1} END {print s + 0}')
+wheels=$(du -sb .device/whl | cut -f1)
+data=$(du -sb .device/data | cut -f1)
+total=$((tree + wheels + data))
+mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }
+echo "travels: working tree $(mib "$tree") + wheels $(mib "$wheels") + data $(mib "$data") = $(mib "$total") (limit $LIMIT_MIB MiB)"
+if ((total > LIMIT_MIB * 1048576)); then
+    echo "error: $(mib "$total") is over $LIMIT_MIB MiB: slim the wheels or the tree" >&2
+    exit 1
+fi

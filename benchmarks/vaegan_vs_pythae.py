@@ -2,6 +2,7 @@
 
     uv run --group benchmarks python benchmarks/vaegan_vs_pythae.py [--device auto] [--steps 200]
         [--epoch-limit N] [--dataset fashion-mnist] [--skip-suite] [--suite suites/smoke.yaml]
+        [--precision fp32|bf16]
 
 Prints figures measured in this run on this machine and asserts nothing. Every figure is a wall
 time read around real training code (on CUDA after torch.cuda.synchronize), after a few warm-up
@@ -54,7 +55,7 @@ import torch
 import models
 from bench import keys
 from bench.data import DatasetNotFound, ImageData, load_dataset, to_model_range
-from bench.run.train import select_device, steps_per_epoch, train
+from bench.run.train import autocast, select_device, steps_per_epoch, train
 from bench.suite.load import load_suite
 from bench.suite.schema import SuiteError
 from models.networks import Decoder, Discriminator, Encoder, init_weights
@@ -219,6 +220,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-every", type=int, default=50, help="harness loss fetch interval")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: ours and Pythae's steps alike under bfloat16 autocast",
+    )
+    parser.add_argument(
         "--pythae-equilibrium",
         action="store_true",
         help="keep Pythae's equilibrium/margin update skipping (default: off, every step "
@@ -323,22 +330,28 @@ def time_pythae_epoch(trainer, dataset, args, device) -> float:
     n_warm = min(len(dataset), args.warmup * args.batch_size)
     warm = BaseDataset(dataset.data[:n_warm], dataset.labels[:n_warm])
     trainer.train_loader = trainer.get_train_dataloader(warm)
-    trainer.train_step(0)
-    trainer.train_loader = full_loader
-    return timed(lambda: trainer.train_step(1), device)
+    with autocast(device, args.precision):  # the same autocast as ours
+        trainer.train_step(0)
+        trainer.train_loader = full_loader
+        return timed(lambda: trainer.train_step(1), device)
 
 
 def time_our_epoch(model, images: torch.Tensor, args, device) -> tuple[float, int]:
     """Warm up `--warmup` steps, then time one epoch (every full batch of the split) through
     bench.train.train; returns (seconds, images trained on)."""
-    train(model, images, args.batch_size, args.warmup, args.seed, args.log_every, no_log, False)
+    precision = args.precision
+    train(
+        model, images, args.batch_size, args.warmup, args.seed, args.log_every, no_log, False,
+        precision=precision,
+    )  # fmt: skip
     steps = steps_per_epoch(len(images), args.batch_size)
     seconds = timed(
         lambda: train(
-            model, images, args.batch_size, steps, args.seed + 1, args.log_every, no_log, False
+            model, images, args.batch_size, steps, args.seed + 1, args.log_every, no_log, False,
+            precision=precision,
         ),
         device,
-    )
+    )  # fmt: skip
     return seconds, steps * args.batch_size
 
 
@@ -360,7 +373,8 @@ def peer_comparison(data: ImageData, args, hparams: models.Hparams, device) -> N
         f"images {tuple(data.image_shape)}; batch {args.batch_size}; latent {hparams.latent_dim}; "
         f"width {hparams.width}; Adam lr enc/dec {hparams.lr_g}, dis {hparams.lr_d}, betas "
         f"{tuple(hparams.betas)}; gamma {gamma} (Pythae adversarial_loss_scale "
-        f"{1 / (1 + gamma):.4f}); warm-up {args.warmup} steps each"
+        f"{1 / (1 + gamma):.4f}); warm-up {args.warmup} steps each; {args.precision} (both "
+        "under the same autocast)"
     )
     our_images = to_model_range(images_u8, device)
     ours = {}  # schedule -> (seconds, images)
@@ -478,13 +492,17 @@ def variant_throughput(name, options, images, data, args, hparams, device) -> tu
     model = models.build(name, options, data.image_shape, hparams, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    train(model, images, args.batch_size, args.warmup, args.seed, args.log_every, no_log, False)
+    train(
+        model, images, args.batch_size, args.warmup, args.seed, args.log_every, no_log, False,
+        precision=args.precision,
+    )  # fmt: skip
     seconds = timed(
         lambda: train(
-            model, images, args.batch_size, args.steps, args.seed + 1, args.log_every, no_log, False
+            model, images, args.batch_size, args.steps, args.seed + 1, args.log_every, no_log,
+            False, precision=args.precision,
         ),
         device,
-    )
+    )  # fmt: skip
     return args.steps * args.batch_size / seconds, peak_memory(device)
 
 

@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.device import ENV as DEVICE_ENV
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device",
+        default="cpu",
+        help="device of the tests marked `device` (cpu, cuda, cuda:N); the others use the CPU",
+    )
+
+
+def pytest_configure(config):
+    device = config.getoption("--device")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise pytest.UsageError(f"--device {device}: torch sees no CUDA device here")
+    os.environ[DEVICE_ENV] = device
+
 
 TINY_SUITE = """
 name: tiny

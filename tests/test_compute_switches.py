@@ -27,7 +27,9 @@ from bench.run.train import MEMORY_FORMATS, train
 from bench.suite.expand import expand
 from bench.suite.load import load_suite
 from bench.suite.schema import ComputeConfig
+from tests.device import chosen_device
 
+DEVICE = chosen_device()  # the tests marked `device` run there (pytest --device)
 BF16_TOLERANCE = 0.15
 COMPILE_TOLERANCE = 1e-3
 CHANNELS_LAST_TOLERANCE = 1e-3  # float32 in another memory order: as compile's
@@ -50,11 +52,12 @@ def step_losses(
     """Losses of every step of a tiny model trained from seed 0 on fixed random images."""
     name, options = VARIANTS[variant]
     images = torch.rand(128, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    images = images.to(DEVICE)
     hparams = models.Hparams(
         latent_dim=8, width=8, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), n_critic=2
     )
     torch.manual_seed(0)
-    model = models.build(name, options, (1, 28, 28), hparams, "cpu")
+    model = models.build(name, options, (1, 28, 28), hparams, DEVICE)
     if channels_last:
         model.to_channels_last()
     if compiled:
@@ -90,6 +93,7 @@ def worst_difference(reference: list[dict], other: list[dict]) -> float:
     return worst
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_bf16_autocast_stays_within_tolerance_of_fp32(variant):
     reference = step_losses(variant)
@@ -97,6 +101,7 @@ def test_bf16_autocast_stays_within_tolerance_of_fp32(variant):
     assert 0 < difference <= BF16_TOLERANCE, difference
 
 
+@pytest.mark.device
 @pytest.mark.parametrize(
     "variant",
     [
@@ -110,6 +115,7 @@ def test_compiled_networks_match_eager(variant):
     assert worst_difference(reference, step_losses(variant, compiled=True)) <= COMPILE_TOLERANCE
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_channels_last_stays_within_tolerance_of_fp32_alone_and_with_bf16(variant):
     reference = step_losses(variant)

@@ -30,7 +30,9 @@ from models.networks import (
     depth,
     discriminator_layers,
 )
+from tests.device import chosen_device
 
+DEVICE = chosen_device()  # the tests marked `device` run there (pytest --device)
 IMAGE_SHAPE = (1, 28, 28)
 BATCH = 8
 LATENT = 8
@@ -59,12 +61,12 @@ VAEGAN_IDS = [p.id for p in VARIANTS[3:]]
 def make(name, options=None, n_critic=3, seed=0):
     torch.manual_seed(seed)
     hparams = models.Hparams(latent_dim=LATENT, width=8, n_critic=n_critic)
-    return models.build(name, options or {}, IMAGE_SHAPE, hparams, device="cpu")
+    return models.build(name, options or {}, IMAGE_SHAPE, hparams, device=DEVICE)
 
 
 def images(seed=0, n=BATCH):
     gen = torch.Generator().manual_seed(seed)
-    return torch.rand(n, *IMAGE_SHAPE, generator=gen) * 2 - 1
+    return (torch.rand(n, *IMAGE_SHAPE, generator=gen) * 2 - 1).to(DEVICE)
 
 
 def networks(model):
@@ -114,6 +116,7 @@ def perturb_(module, scale=0.5, seed=123):
 # --- 1. every variant trains, samples, decodes ----------------------------------------------------
 
 
+@pytest.mark.device
 @pytest.mark.parametrize(("name", "options"), VARIANTS + SIMULTANEOUS)
 def test_train_step_sample_decode_encode(name, options):
     model = make(name, options, n_critic=3)
@@ -140,7 +143,7 @@ def test_train_step_sample_decode_encode(name, options):
     assert torch.isfinite(samples).all()
     assert model.training, "sample() must restore train mode"
 
-    z = torch.randn(6, LATENT) * 3
+    z = torch.randn(6, LATENT, device=DEVICE) * 3
     decoded = model.decode(z)
     assert decoded.shape == (6, *IMAGE_SHAPE)
     assert decoded.min() >= -1 and decoded.max() <= 1
@@ -152,8 +155,8 @@ def test_train_step_sample_decode_encode(name, options):
         assert torch.equal(before, after), "decode() changed batch-norm statistics"
 
     # sampling with an explicit generator is repeatable
-    s1 = model.sample(4, generator=torch.Generator().manual_seed(7))
-    s2 = model.sample(4, generator=torch.Generator().manual_seed(7))
+    s1 = model.sample(4, generator=torch.Generator(device=DEVICE).manual_seed(7))
+    s2 = model.sample(4, generator=torch.Generator(device=DEVICE).manual_seed(7))
     torch.testing.assert_close(s1, s2, rtol=0, atol=0)
 
     assert model.has_encoder == (name in ("vae", "vaegan"))
@@ -178,6 +181,7 @@ def fake_batch(model, x, seed=1):
     return model.forward_pass(x)
 
 
+@pytest.mark.device
 @pytest.mark.parametrize(("name", "options"), ADVERSARIAL)
 def test_discriminator_step_updates_only_discriminator(name, options):
     model = make(name, options)
@@ -197,6 +201,7 @@ def test_discriminator_step_updates_only_discriminator(name, options):
             assert grads_are_none(getattr(model, net)), f"discriminator step gave {net} a .grad"
 
 
+@pytest.mark.device
 @pytest.mark.parametrize(("name", "options"), ADVERSARIAL)
 def test_generator_step_updates_only_generator_side(name, options):
     model = make(name, options)
@@ -215,6 +220,7 @@ def test_generator_step_updates_only_generator_side(name, options):
     assert grads_are_none(model.discriminator), "generator-side step gave the critic a .grad"
 
 
+@pytest.mark.device
 @pytest.mark.parametrize(
     ("name", "options"), [p for p in ADVERSARIAL + SIMULTANEOUS if "wgan" in p.id]
 )
@@ -237,6 +243,7 @@ def test_wgan_generator_side_updates_every_n_critic_steps(name, options):
     assert "loss_g" in logs or "loss_dec" in logs
 
 
+@pytest.mark.device
 @pytest.mark.parametrize(
     ("name", "options"), [p for p in ADVERSARIAL + SIMULTANEOUS if "bce" in p.id]
 )
@@ -248,6 +255,7 @@ def test_bce_updates_every_network_every_step(name, options):
         assert changed(model, before, net), f"{net} not updated by a BCE train_step"
 
 
+@pytest.mark.device
 def test_vae_train_step_updates_encoder_and_decoder():
     model = make("vae")
     before = snapshot(model)
@@ -654,6 +662,7 @@ def test_option_table_lists_every_option_with_default():
 # --- 7. checkpoints -------------------------------------------------------------------------------
 
 
+@pytest.mark.device
 @pytest.mark.parametrize(("name", "options"), VARIANTS)
 def test_checkpoint_round_trip(name, options, tmp_path):
     model = make(name, options, n_critic=3, seed=0)
@@ -897,14 +906,15 @@ def make_sized(name, options, image_shape, seed=0):
     """A tiny model at any image shape; n_critic 1, so one train_step updates every network."""
     torch.manual_seed(seed)
     hparams = models.Hparams(latent_dim=LATENT, width=8, n_critic=1)
-    return models.build(name, options, image_shape, hparams, device="cpu")
+    return models.build(name, options, image_shape, hparams, device=DEVICE)
 
 
 def sized_images(image_shape, seed=0, n=SIZE_BATCH):
     gen = torch.Generator().manual_seed(seed)
-    return torch.rand(n, *image_shape, generator=gen) * 2 - 1
+    return (torch.rand(n, *image_shape, generator=gen) * 2 - 1).to(DEVICE)
 
 
+@pytest.mark.device
 @pytest.mark.parametrize(("name", "options"), VARIANTS)
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size", SIZES)
@@ -924,7 +934,7 @@ def test_every_variant_at_every_size(size, channels, name, options):
                 assert dis.features(x, layer).shape == (SIZE_BATCH, *layer_shape)
             with pytest.raises(ValueError):
                 dis.features(x, dis.num_layers + 1)
-        generated = model.decoder(torch.randn(SIZE_BATCH, LATENT))
+        generated = model.decoder(torch.randn(SIZE_BATCH, LATENT, device=DEVICE))
         assert generated.shape == (SIZE_BATCH, *shape)
     before = snapshot(model)
     logs = model.train_step(x)

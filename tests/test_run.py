@@ -244,3 +244,26 @@ def test_models_command_lists_every_registered_option():
         assert f"{name}:" in result.output
         for option, _, _ in models.option_table(name):
             assert option in result.output
+
+
+def test_mlflow_installed_as_mlflow_skinny_still_logs_its_version(monkeypatch):
+    """The GPU machine's bundle carries mlflow-skinny (benchmarks/device_bundle.sh): no "mlflow"
+    distribution there. Its served models and version tags must not need one."""
+    from importlib import metadata as real
+
+    from bench.tracking import provenance, served_model
+
+    installed = real.version
+
+    def version(name: str) -> str:
+        if name == "mlflow":
+            raise real.PackageNotFoundError(name)
+        return "9.9.9" if name == "mlflow-skinny" else installed(name)
+
+    monkeypatch.setattr(served_model, "version", version)
+    monkeypatch.setattr(provenance.metadata, "version", version)
+    import mlflow
+
+    assert f"mlflow=={mlflow.__version__}" in served_model.requirements()
+    tags = provenance.tags(torch.device("cpu"))
+    assert tags[keys.TAG_VERSION_PREFIX + "mlflow"] == "9.9.9"

@@ -62,8 +62,11 @@ def tags(device: torch.device) -> dict[str, str]:
         result[keys.TAG_GIT_COMMIT] = commit
     result[keys.TAG_VERSION_PREFIX + "python"] = platform.python_version()
     for package in PACKAGES:
-        try:
-            result[keys.TAG_VERSION_PREFIX + package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
+        # mlflow may be installed as mlflow-skinny (the GPU machine's bundle): the same package
+        for distribution in (package, f"{package}-skinny") if package == "mlflow" else (package,):
+            try:
+                result[keys.TAG_VERSION_PREFIX + package] = metadata.version(distribution)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return result

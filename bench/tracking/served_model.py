@@ -97,8 +97,10 @@ def requirements() -> list[str]:
     """What the model needs beside the harness itself (which is not on PyPI: load it in the
     harness's environment), pinned to the installed versions. Given explicitly, so that MLflow
     does not infer them by loading the model at every log (seconds per cell)."""
-    packages = ("mlflow", "torch", "numpy", "pandas", "pydantic")
-    return [f"{name}=={version(name)}" for name in packages]
+    packages = ("torch", "numpy", "pandas", "pydantic")
+    # mlflow's own version, whichever distribution installed it (mlflow, or mlflow-skinny as on
+    # the GPU machine's bundle)
+    return [f"mlflow=={mlflow.__version__}"] + [f"{name}=={version(name)}" for name in packages]
 
 
 def load(config_path: str | Path, weights_path: str | Path, device: str = "cpu"):
