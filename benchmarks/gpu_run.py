@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-root", default=str(ROOT / ".device" / "data"))
     args = parser.parse_args(argv)
     args.device = args.device or ("cpu" if args.rehearse else "cuda")
-    args.deadline = args.deadline or (900.0 if args.rehearse else 510.0)
+    args.deadline = args.deadline or (900.0 if args.rehearse else 520.0)
     args.ks = [int(k) for k in (args.ks or ("1,2" if args.rehearse else "7,21")).split(",")]
     if args.out is None:
         if not args.rehearse:
@@ -138,7 +138,7 @@ def rate_of(stages: Stages, row: dict, cells: int, epochs: float) -> float | Non
 def run_ablation(stages: Stages, args, work: Path) -> dict:
     """Probe each --parallel K on a short budget, then run the whole suite at the best K with the
     largest budget (in epochs) that the time left allows, stopped by SIGTERM at the deadline."""
-    probe_epochs = 0.02 if args.rehearse else 0.25
+    probe_epochs = 0.02 if args.rehearse else 0.1
     cells_per_probe = {}
     rates = {}
     for k in args.ks:
@@ -151,7 +151,7 @@ def run_ablation(stages: Stages, args, work: Path) -> dict:
             bench("run", SUITE, "--parallel", str(k), "--checkpoint-dir", str(store.parent / "ck"),
                   *ablation_overrides(args, store), "--set", f"budget.epochs={probe_epochs}",
                   "--set", f"seeds={seeds}", "--set", "evaluation.feature_extractors=[domain]"),
-            budget=120 if args.rehearse else 90,
+            budget=120 if args.rehearse else 40,
         )  # fmt: skip
         rates[k] = rate_of(stages, probe, cells_per_probe[k], probe_epochs)
     measured = {k: r for k, r in rates.items() if r}
@@ -243,22 +243,22 @@ def main(argv: list[str] | None = None) -> int:
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m",
          "device and not slow", *device, "tests/test_on_device.py", "tests/test_models.py",
          "tests/test_compute_switches.py"],
-        budget=600 if quick else 120,
+        budget=600 if quick else 75,
     )  # fmt: skip
     stages.run(
         "kill-resume",
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-m",
          "device and slow", *device, "tests/test_on_device.py"],
-        budget=300 if quick else 90,
+        budget=300 if quick else 60,
     )  # fmt: skip
-    speed = ["--steps", "10" if quick else "200", "--warmup", "2" if quick else "10"]
+    speed = ["--steps", "10" if quick else "100", "--warmup", "2" if quick else "10"]
     stages.run(
         "switches",
         [sys.executable, "benchmarks/speed_switches.py", *device, *speed,
          "--json", str(work / "speed.json"),
          *(["--width", "8", "--latent-dim", "8", "--variants", "vae,vaegan-disfeat-bce"]
            if quick else [])],
-        budget=300 if quick else 100,
+        budget=300 if quick else 50,
     )  # fmt: skip
     for precision in ("fp32", "bf16"):
         stages.run(
@@ -267,13 +267,13 @@ def main(argv: list[str] | None = None) -> int:
              "--precision", precision, "--dataset", "synthetic" if quick else "fashion-mnist",
              "--data-root", args.data_root, "--epoch-limit", "256" if quick else "20000",
              *(["--width", "8", "--latent-dim", "8"] if quick else [])],
-            budget=300 if quick else 60,
+            budget=300 if quick else 35,
         )  # fmt: skip
     stages.run(
         "profile",
         [sys.executable, "benchmarks/profile_step.py", *device, "--out", str(work / "profile.txt"),
          *(["--steps", "3", "--width", "8", "--latent-dim", "8"] if quick else [])],
-        budget=120 if quick else 30,
+        budget=120 if quick else 20,
     )  # fmt: skip
     ablation = run_ablation(stages, args, work)
     stages.run(

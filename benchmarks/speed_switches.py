@@ -162,9 +162,9 @@ def main(argv: list[str] | None = None) -> None:
                   f"{row['speedup']:5.2f}x  loss diff {row['loss_difference']:.2e} "
                   f"(tolerance {row['tolerance']:g}: {'ok' if row['within'] else 'EXCEEDED'})",
                   flush=True)  # fmt: skip
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump([{k: v for k, v in r.items() if k != "logged"} for r in rows], handle)
+            if args.json:  # after every row: a run stopped at its time box keeps what it measured
+                with open(args.json, "w") as handle:
+                    json.dump([{k: v for k, v in r.items() if k != "logged"} for r in rows], handle)
 
 
 if __name__ == "__main__":
