@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 import models
 from bench.cli import main
-from bench.run.train import MEMORY_FORMATS, train
+from bench.run.train import MEMORY_FORMATS, autocast, train
 from bench.suite.expand import expand
 from bench.suite.load import load_suite
 from bench.suite.schema import ComputeConfig
@@ -47,14 +47,18 @@ VARIANTS = {
 
 
 def step_losses(
-    variant: str, precision: str = "fp32", compiled: bool = False, channels_last: bool = False
+    variant: str,
+    precision: str = "fp32",
+    compiled: bool = False,
+    channels_last: bool = False,
+    width: int = 8,
 ) -> list[dict]:
     """Losses of every step of a tiny model trained from seed 0 on fixed random images."""
     name, options = VARIANTS[variant]
     images = torch.rand(128, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
     images = images.to(DEVICE)
     hparams = models.Hparams(
-        latent_dim=8, width=8, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), n_critic=2
+        latent_dim=width, width=width, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), n_critic=2
     )
     torch.manual_seed(0)
     model = models.build(name, options, (1, 28, 28), hparams, DEVICE)
@@ -125,6 +129,30 @@ def test_channels_last_stays_within_tolerance_of_fp32_alone_and_with_bf16(varian
     assert worst_difference(reference, both) <= BF16_TOLERANCE
 
 
+def test_bf16_steps_see_the_weights_updated_earlier_in_the_same_step():
+    """autocast caches its bf16 copies of weights for the life of its context; a train step
+    updates the discriminator and then runs it again for the generator's turn, so the train
+    loop's autocast must not cache (with the cache the generator trained against the old one)."""
+    layer = torch.nn.Linear(4, 1)
+    x = torch.ones(2, 4)
+    with autocast(torch.device("cpu"), "bf16"):
+        before = layer(x)
+        with torch.no_grad():
+            layer.weight.add_(1.0)
+        after = layer(x)
+    assert torch.allclose(after.float(), before.float() + 4, atol=0.1)
+
+
+@pytest.mark.device
+@pytest.mark.parametrize("variant", ["dcgan-bce", "vaegan-disfeat-bce"])
+def test_bf16_follows_fp32_at_the_fashion_suites_width(variant):
+    """Width 64 (fashion_ablation's): with the cached, stale discriminator the first generator
+    losses under bf16 were 0.55 (DCGAN) and 0.78 (VAE-GAN) away from fp32's; without it 0.006 and
+    0.008, the size of the fp32 run's own spread from bf16-rounded initial weights."""
+    reference = step_losses(variant, width=64)
+    assert worst_difference(reference, step_losses(variant, "bf16", width=64)) <= 0.05
+
+
 def test_compile_keeps_state_dict_names_and_evaluation_eager():
     name, options = VARIANTS["vaegan-disfeat-wgan-gp"]
     hparams = models.Hparams(8, 8, 2e-4, 2e-4, (0.5, 0.999), 2)
@@ -144,7 +172,11 @@ def test_compute_section_is_part_of_the_cell_id_only_when_not_default(write_suit
     assert "compute" not in expand(base)[0].config()  # ids from before the switches still match
     bf16 = base.model_copy(update={"compute": ComputeConfig(precision="bf16")})
     compiled = base.model_copy(update={"compute": ComputeConfig(compile=True)})
-    assert expand(bf16)[0].config()["compute"] == {"precision": "bf16", "compile": False}
+    assert expand(bf16)[0].config()["compute"] == {
+        "precision": "bf16",
+        "compile": False,
+        "bf16_revision": 2,  # the stale-discriminator fix: bf16 cells from before are not reused
+    }
     assert plain.isdisjoint({cell.id for cell in expand(bf16)})
     assert plain.isdisjoint({cell.id for cell in expand(compiled)})
     nhwc = base.model_copy(update={"compute": ComputeConfig(channels_last=True)})

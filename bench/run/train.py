@@ -188,7 +188,13 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
     reductions and losses in float32, as torch's autocast lists decide), or plain float32."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    # No weight-cast cache: a train step updates weights inside the context (the discriminator
+    # before the generator's turn) and the next forward must see the new ones. With the cache,
+    # autocast reuses the bf16 copy made before the update: the generator would train against
+    # the discriminator of the previous step.
+    return torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False
+    )
 
 
 def training_state(model, batches: ShuffledBatches, accumulator: LossAccumulator, step: int):

@@ -85,6 +85,10 @@ class Cell:
             compute["compute"] = self.compute.model_dump()
             if not self.compute.channels_last:  # added later: ids of bf16/compile cells stay
                 del compute["compute"]["channels_last"]
+            if self.compute.precision == "bf16":
+                # bf16 steps before revision 2 ran the generator against a stale discriminator
+                # (autocast's weight cache, bench/run/train.py autocast): new ids, not skipped
+                compute["compute"]["bf16_revision"] = 2
         # how often it logs and checkpoints does not change what a cell computes; the optimizer
         # settings are the variant's own (resolved), not the budget's defaults
         budget = self.budget.model_dump(
