@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.rehearse
     stages.run(
         "tests",
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m",
+        [sys.executable, "-m", "pytest", "-q", "--maxfail=10", "-p", "no:cacheprovider", "-m",
          "device and not slow", *device, "tests/test_on_device.py", "tests/test_models.py",
          "tests/test_compute_switches.py"],
         budget=600 if quick else 75,
