@@ -175,25 +175,29 @@ def main(argv: list[str] | None = None) -> None:
     print(f"speed switches on {device} (torch {torch.__version__}), batch {args.batch_size}, "
           f"width {args.width}, latent {args.latent_dim}, {args.steps} timed steps")  # fmt: skip
     rows = []
-    for variant in args.variants.split(","):
-        reference, spreads = None, {}
-        for switch in switches:
-            if SWITCHES[switch][2] is not None and variant not in args.compile_variants.split(","):
-                continue
-            row = measure(variant, switch, images, args, device, reference, spreads)
-            if switch == "eager":
-                reference = row["logged"]
-                eager_rate = row["images_per_s"]
-            row["speedup"] = row["images_per_s"] / eager_rate if reference else float("nan")
-            rows.append(row)
-            print(f"  {variant:24s} {switch:20s} {row['images_per_s']:>10,.0f} img/s  "
-                  f"{row['speedup']:5.2f}x  loss diff {row['loss_difference']:.2e} (tolerance "
-                  f"{row['tolerance']:g}, fp32 spread {row['spread']:.2e}: "
-                  f"{'ok' if row['within'] else 'EXCEEDED'})",
-                  flush=True)  # fmt: skip
-            if args.json:  # after every row: a run stopped at its time box keeps what it measured
-                with open(args.json, "w") as handle:
-                    json.dump([{k: v for k, v in r.items() if k != "logged"} for r in rows], handle)
+    variants = args.variants.split(",")
+    state = {v: {"reference": None, "spreads": {}, "rate": float("nan")} for v in variants}
+    # every variant's uncompiled switches first, the compiled ones last: compiling takes the
+    # longest, and a run cut at its time box then lacks only those rows
+    eager_first = [s for s in switches if SWITCHES[s][2] is None]
+    compiled = [s for s in switches if SWITCHES[s][2] is not None]
+    plan = [(v, s) for v in variants for s in eager_first]
+    plan += [(v, s) for s in compiled for v in variants if v in args.compile_variants.split(",")]
+    for variant, switch in plan:
+        known = state[variant]
+        row = measure(variant, switch, images, args, device, known["reference"], known["spreads"])
+        if switch == "eager":
+            known["reference"], known["rate"] = row["logged"], row["images_per_s"]
+        row["speedup"] = row["images_per_s"] / known["rate"]
+        rows.append(row)
+        print(f"  {variant:24s} {switch:20s} {row['images_per_s']:>10,.0f} img/s  "
+              f"{row['speedup']:5.2f}x  loss diff {row['loss_difference']:.2e} (tolerance "
+              f"{row['tolerance']:g}, fp32 spread {row['spread']:.2e}: "
+              f"{'ok' if row['within'] else 'EXCEEDED'})",
+              flush=True)  # fmt: skip
+        if args.json:  # after every row: a run stopped at its time box keeps what it measured
+            with open(args.json, "w") as handle:
+                json.dump([{k: v for k, v in r.items() if k != "logged"} for r in rows], handle)
 
 
 if __name__ == "__main__":
