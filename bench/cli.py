@@ -18,6 +18,7 @@ import models
 from bench.data.config import DATASETS
 from bench.data.image_files import ImageFileError
 from bench.data.images import DatasetNotFound
+from bench.metrics.settings import ScoreArgumentError
 from bench.run.checkpoint import DEFAULT_ROOT, CheckpointError
 from bench.suite import describe
 from bench.suite.load import load_suite
@@ -26,6 +27,7 @@ from bench.tracking.store import TrackingError
 
 USER_ERRORS = (
     SuiteError,
+    ScoreArgumentError,
     DatasetNotFound,
     ImageFileError,
     models.ModelConfigError,
@@ -392,18 +394,11 @@ def score(
     from bench.metrics import score as scoring
     from bench.run.train import select_device
 
-    if (dataset is None) == (not train_domain):
-        raise SuiteError("pass either --dataset NAME or --train-domain (the feature space)")
-    if dataset is not None and dataset not in DATASETS:
-        raise SuiteError(f"--dataset {dataset!r} is unknown; use one of {', '.join(DATASETS)}")
     preprocessing = Preprocessing(crop, image_size, int(channels) if channels else None)
     log = (lambda line: click.echo(line, err=True)) if output_format == "json" else click.echo
-    weights = Path(inception_weights) if inception_weights is not None else None
-    if weights is not None and not weights.is_file():
-        raise SuiteError(f"--inception-weights {weights} does not exist")
     metrics, header = scoring.score_paths(
-        real, fake, dataset, data_root, preprocessing, channels is None, select_device(device),
-        batch_size, weights, default_cache_dir(), log,
+        real, fake, dataset, train_domain, data_root, preprocessing, channels is None,
+        select_device(device), batch_size, inception_weights, default_cache_dir(), log,
     )  # fmt: skip
     if output_format == "json":
         click.echo(json.dumps(metrics, sort_keys=True))

@@ -61,11 +61,7 @@ def build(variant: str, args, device: torch.device, switch: str):
     if channels_last:
         model.to_channels_last()
     if mode is not None:
-        torch._functorch.config.donated_buffer = False  # as models.base.compile_networks
-        for network in model.children():
-            network.compile(mode=mode)
-            if hasattr(network, "features"):
-                network.features = torch.compile(network.features, mode=mode)
+        model.compile_networks(None if mode == "default" else mode)
     return model
 
 

@@ -60,19 +60,20 @@ class GenerativeModel(nn.Module):
             network.parameters(), lr=lr, betas=self.hparams.betas, fused=fused or None
         )
 
-    def compile_networks(self) -> None:
+    def compile_networks(self, mode: str | None = None) -> None:
         """torch.compile each network's forward in place (names and state dict unchanged), so
         training steps run compiled graphs. Sampling and encoding for evaluation stay eager
-        (`decode`, `encode`): evaluation batches vary in size and run once, not worth compiling."""
+        (`decode`, `encode`): evaluation batches vary in size and run once, not worth compiling.
+        `mode` is torch.compile's (None: its default; "reduce-overhead" captures CUDA graphs)."""
         # The losses share graphs (models.base.descend takes several gradients through one forward,
         # retain_graph=True), which compiled backward functions with donated buffers refuse.
         torch._functorch.config.donated_buffer = False
         for network in self.children():
-            network.compile()
+            network.compile(mode=mode)
             # the discriminator's other entry point (Dis_l) is compiled too, so that its
             # batch-norm buffer updates stay in one world
             if hasattr(network, "features"):
-                network.features = torch.compile(network.features)
+                network.features = torch.compile(network.features, mode=mode)
 
     def to_channels_last(self) -> None:
         """Every network's weights in channels_last (NHWC) memory format, in place (the same

@@ -30,16 +30,21 @@ models:
 """
 
 
-def test_bench_evaluate_rescores_old_runs_once_with_the_same_numbers(tmp_path, monkeypatch):
-    path = tmp_path / "rescore.yaml"
-    path.write_text(SUITE)
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    monkeypatch.setattr(evaluate, "EVALUATION_VERSION", "0")  # runs of an older evaluation
+def run_at_an_older_evaluation_version(path, uri: str, tmp_path, monkeypatch) -> None:
+    """`bench run` of the suite with EVALUATION_VERSION "0" (left patched: the caller sets it)."""
+    monkeypatch.setattr(evaluate, "EVALUATION_VERSION", "0")
     ran = CliRunner().invoke(
         main, ["run", str(path), "--tracking-uri", uri, "--no-progress",
                "--checkpoint-dir", str(tmp_path / "c")],
     )  # fmt: skip
     assert ran.exit_code == 0, ran.output
+
+
+def test_bench_evaluate_rescores_old_runs_once_with_the_same_numbers(tmp_path, monkeypatch):
+    path = tmp_path / "rescore.yaml"
+    path.write_text(SUITE)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    run_at_an_older_evaluation_version(path, uri, tmp_path, monkeypatch)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("rescore").experiment_id
     before = {r.info.run_id: r for r in client.search_runs([experiment])}
@@ -73,12 +78,7 @@ def test_a_killed_bench_evaluate_leaves_no_run_half_rescored_and_its_rerun_finis
     path = tmp_path / "rescore.yaml"
     path.write_text(SUITE.replace("seeds: [0]", "seeds: [0, 1, 2]"))
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    monkeypatch.setattr(evaluate, "EVALUATION_VERSION", "0")  # runs of an older evaluation
-    ran = CliRunner().invoke(
-        main, ["run", str(path), "--tracking-uri", uri, "--no-progress",
-               "--checkpoint-dir", str(tmp_path / "c")],
-    )  # fmt: skip
-    assert ran.exit_code == 0, ran.output
+    run_at_an_older_evaluation_version(path, uri, tmp_path, monkeypatch)
     monkeypatch.undo()
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("rescore").experiment_id

@@ -24,6 +24,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_image, read_file
 
 from bench.data.cache import default_cache_dir
+from bench.data.config import DATASETS
 from bench.data.datasets import load_dataset, split_pool
 from bench.data.image_files import (
     Decoded,
@@ -38,6 +39,7 @@ from bench.data.images import Split
 from bench.data.preprocess import Preprocessing
 from bench.metrics import domain, fidelity, modes
 from bench.metrics.evaluate import KID_SUBSET_SIZE
+from bench.metrics.settings import ScoreArgumentError
 from bench.metrics.table import metric_specs
 
 NPZ_ARRAYS = ("x", "images", "x_test")
@@ -231,18 +233,29 @@ def score_paths(
     real: str,
     fake: str,
     dataset: str | None,
+    train_domain: bool,
     data_root: str | None,
     preprocessing: Preprocessing,
     channels_free: bool,
     device: torch.device,
     batch_size: int,
-    inception_weights: Path | None,
+    inception_weights: str | None,
     cache_dir: Path,
     log: Callable[[str], None],
 ) -> tuple[dict[str, float], str]:
     """`bench score`: the metrics of the set at `fake` against the one at `real`, and a line
-    saying what was scored in which feature space. With `dataset` and no channels given
-    (`channels_free`), the sets are read with that dataset's network's channels."""
+    saying what was scored in which feature space: `dataset`'s domain network, or one trained on
+    `real` (`train_domain`). With `dataset` and no channels given (`channels_free`), the sets are
+    read with that dataset's network's channels."""
+    if (dataset is None) == (not train_domain):
+        raise ScoreArgumentError("pass either --dataset NAME or --train-domain (the feature space)")
+    if dataset is not None and dataset not in DATASETS:
+        raise ScoreArgumentError(
+            f"--dataset {dataset!r} is unknown; use one of {', '.join(DATASETS)}"
+        )
+    weights = Path(inception_weights) if inception_weights is not None else None
+    if weights is not None and not weights.is_file():
+        raise ScoreArgumentError(f"--inception-weights {weights} does not exist")
     if dataset is not None and channels_free:
         preprocessing = network_channels(dataset, data_root, preprocessing, (real, fake))
     real_set = read_image_set(real, preprocessing, cache_dir)
@@ -250,7 +263,7 @@ def score_paths(
     network, which, reference = domain_network(
         real_set, real, dataset, data_root, preprocessing, device, cache_dir, log
     )
-    metrics = score(reference, fake_set, network, device, batch_size, inception_weights, cache_dir)
+    metrics = score(reference, fake_set, network, device, batch_size, weights, cache_dir)
     header = (
         f"{fake} ({len(fake_set.images)} images) against {real} ({len(real_set.images)} images), "
         f"in the feature space of {which}:"

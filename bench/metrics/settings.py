@@ -17,6 +17,11 @@ OOD_SETS = OOD_SHIFTS + tuple(d for d in DATASETS if d not in ("folder", "npz"))
 EVALUATION_NEUTRAL_DEFAULTS = ("ood", "ood_images")
 
 
+class ScoreArgumentError(ValueError):
+    """`bench score` was asked for something it cannot do: one line naming the option (here, not
+    in score.py, so that the CLI knows it without importing the metrics' heavy modules)."""
+
+
 class OodSet(BaseModel):
     """An out-of-distribution set: a shift of the evaluation images, or a dataset's test split
     (from `root`, else where the harness finds that dataset)."""

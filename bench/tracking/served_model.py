@@ -1,6 +1,7 @@
 """A trained cell as an MLflow model: MLflow runs this file to load it ("models from code").
 
-Every finished cell logs its model at `runs:/<run id>/model` (bench/run/cell.py `log_served_model`):
+Every finished cell logs its model at `runs:/<run id>/model` (bench/run/artifacts.py,
+`log_served_model`):
 
     model = mlflow.pyfunc.load_model("runs:/<run id>/model")
     model.predict({"n": 16})             # 16 prior samples: float32 (16, C, H, W) in [0, 1]
