@@ -71,6 +71,44 @@ def test_a_generator_that_returns_held_out_images_is_not():
     assert data_copying(wide, held_out, train).c_t > 3
 
 
+def test_c_t_follows_the_reference_definition_on_fixed_arrays():
+    """C_T recomputed by brute force from Meehan et al.'s definition (their reference code): per
+    k-means cell, distances to the nearest training point of the same cell, U counted pair by
+    pair, z with the continuity correction, averaged with the held-out shares as weights."""
+    import numpy as np
+
+    from bench.metrics.memorisation import MIN_CELL_SAMPLES, copying_reference
+
+    train, held_out, g = gaussian_sets(seed=3, dim=4)
+    generated = 0.8 * torch.randn(600, 4, generator=g) + 0.1  # neither copying nor ideal
+    reference = copying_reference(held_out, train, cells=6)
+    train_cell = reference.kmeans.labels_
+    held_cell = reference.kmeans.predict(held_out.double().numpy())
+    gen_cell = reference.kmeans.predict(generated.double().numpy())
+    total = weights = 0.0
+    for cell in range(6):
+        members = train.double().numpy()[train_cell == cell]
+
+        def distance(points):
+            return np.sqrt(((points[:, None, :] - members[None, :, :]) ** 2).sum(-1)).min(1)
+
+        q = distance(generated.double().numpy()[gen_cell == cell])
+        p = distance(held_out.double().numpy()[held_cell == cell])
+        if len(q) < MIN_CELL_SAMPLES or len(p) < MIN_CELL_SAMPLES:
+            continue
+        u = (q[:, None] > p[None, :]).sum() + 0.5 * (q[:, None] == p[None, :]).sum()
+        m, n = len(q), len(p)
+        z = (u - (m * n / 2 - 0.5)) / np.sqrt(m * n * (m + n + 1) / 12)
+        share = len(p) / len(held_out)
+        total, weights = total + share * z, weights + share
+    assert weights > 0.9  # most cells take part
+    result = data_copying(generated, reference=reference)
+    assert result.c_t == pytest.approx(total / weights, rel=1e-9)
+    # the gallery's neighbour is the nearest over the whole training set, whatever the cell
+    whole = torch.cdist(generated.double(), train.double()).min(1)
+    assert torch.equal(result.nearest, whole.indices)
+
+
 def test_auroc_direction_swapping_the_sets_gives_one_minus():
     from bench.metrics.ood import auroc
 

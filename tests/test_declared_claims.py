@@ -63,6 +63,17 @@ def test_a_side_with_a_failed_seed_cannot_win_its_claim():
     assert contradicted.adjusted_p < 0.05 and contradicted.verdict == UNDECIDED
 
 
+def test_a_side_with_seeds_not_run_yet_cannot_win_its_claim():
+    """The GAN side pools two variants; one has not run yet, so the side is not the declared one."""
+    frame = cells({"gan": [10.0, 11.0, 10.5], "vae": [30.0, 31.0, 29.5]})
+    frame.loc[len(frame)] = {"label": "gan2", "seed": 0, "status": "not run"}
+    (result,) = evaluate_claims(frame, [claim(["gan", "gan2"], ["vae"])])
+    assert result.adjusted_p < 0.05 and result.missing_better == 1
+    assert result.verdict == UNDECIDED and "without a result yet" in result.why
+    (complete,) = evaluate_claims(frame[frame["label"] != "gan2"], [claim(["gan"], ["vae"])])
+    assert complete.verdict == HOLDS
+
+
 def test_a_claim_with_one_seed_a_side_is_not_testable():
     (result,) = evaluate_claims(cells({"a": [1.0], "b": [2.0, 3.0]}), [claim(["a"], ["b"])])
     assert result.p_value is None and result.verdict == UNDECIDED

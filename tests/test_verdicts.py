@@ -47,6 +47,24 @@ def test_a_variant_with_a_failed_seed_cannot_earn_the_star():
     assert clean.winner == "wgan"
 
 
+def test_a_variant_with_seeds_not_run_yet_cannot_earn_the_star():
+    """A partial report (a suite stopped at a deadline, or still running): the best mean over the
+    seeds run so far earns no star, and says how many are missing."""
+    values = {"gan": {FID.key: [10.0, 10.1]}, "vae": {FID.key: [20.0, 20.5, 19.8]}}
+    cells = cells_frame(values)
+    cells.loc[len(cells)] = {"label": "gan", "seed": 2, "status": "not run"}
+    tests = significance(cells, [FID], list(values))
+    comparison = tests.comparison(FID.key)
+    assert comparison.best == "gan" and comparison.best_missing == 1 and not comparison.best_failed
+    assert comparison.others[0].verdict == "beyond seed noise"
+    assert comparison.winner is None
+    assert best_row([FID], tests) == ["no ★ (gan has seeds missing); tied: gan"]
+    text = describe(comparison, summarize(cells, [FID], list(values)))
+    assert text["verdict"].startswith("No ★: gan has 1 of its 3 seeds without a result yet")
+    assert "1 of 3 seeds without a result yet" in text["lead"]
+    assert significance(cells_frame(values), [FID], list(values)).comparison(FID.key).winner
+
+
 def test_inception_metrics_form_their_own_family_and_never_move_a_domain_verdict():
     domain = {
         "a": {FID.key: [10.0, 10.4, 9.9]},

@@ -37,7 +37,8 @@ INTERP_SEED_OFFSET = 2_000_003
 CALIBRATION_SEED_OFFSET = 3_000_003
 # Bump when the evaluation computes new metrics or changes one: `bench evaluate` re-scores every
 # finished run whose evaluation_version tag differs. 1: sharpness, data copying, probes, OOD.
-EVALUATION_VERSION = "1"
+# 2: C_T from distances to the training points of the sample's own cell (Meehan et al.'s code).
+EVALUATION_VERSION = "2"
 # torch-fidelity's default; fidelity.kid_subset lowers it to half the smaller side
 KID_SUBSET_SIZE = 1000
 

@@ -4,20 +4,24 @@ Generative Models") data-copying statistic C_T, in the domain feature space.
 FID against held-out images cannot tell a model that copies its training images from a perfect
 one: both match the held-out distribution. C_T asks whether generated samples lie closer to the
 training set than held-out images do. The feature space is cut into cells by k-means on the
-training features; in each cell pi, with L(x) the distance from x to its nearest training feature,
-the Mann-Whitney U statistic compares L over the generated samples Q_pi (m of them) with L over
-the held-out images P_pi (n of them), as a z-score
+training features; in each cell pi, with L_pi(x) the distance from x to its nearest training
+feature *in the same cell* (as in the authors' reference code, casey-meehan/data-copying), the
+Mann-Whitney U statistic compares L_pi over the generated samples Q_pi (m of them) with L_pi over
+the held-out images P_pi (n of them), as a z-score with the reference's continuity correction
 
-    Z_pi = (U - m n / 2) / sqrt(m n (m + n + 1) / 12),   U = #{(q, p) : L(q) > L(p)} (+ ties / 2)
+    Z_pi = (U - m n / 2 + 1/2) / sqrt(m n (m + n + 1) / 12),
+    U = #{(q, p) : L_pi(q) > L_pi(p)} (+ ties / 2)
 
 (scipy's mannwhitneyu gives U), and C_T is their average weighted by each cell's share of the
-held-out images, over the cells holding at least MIN_CELL_SAMPLES generated samples:
+held-out images, over the cells holding at least MIN_CELL_SAMPLES generated (and held-out)
+samples; the reference's threshold tau is a share of the generated samples instead:
 
     C_T << 0   samples closer to the training set than held-out data is: copying
     C_T ~ 0    as close as unseen data from the same distribution
     C_T >> 0   farther: underfitting
 
-Also returned: the nearest training image of each sample (for the report's gallery).
+Also returned: the nearest training image of each sample over the whole training set (for the
+report's gallery).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ KMEANS_SEED = 0
 @dataclass(frozen=True)
 class Memorisation:
     c_t: float | None  # None: no cell held enough samples on both sides
-    nearest: torch.Tensor  # (M,) index of each sample's nearest training feature
+    nearest: torch.Tensor  # (M,) index of each sample's nearest training feature (any cell)
     distance: torch.Tensor  # (M,) its distance
 
 
@@ -57,19 +61,34 @@ def nearest_training(
 
 
 def z_score(generated: np.ndarray, held_out: np.ndarray) -> float:
-    """The Mann-Whitney z of generated against held-out distances (negative: generated closer)."""
+    """The Mann-Whitney z of generated against held-out distances (negative: generated closer),
+    with the continuity correction of Meehan et al.'s reference code."""
     m, n = len(generated), len(held_out)
     u = mannwhitneyu(generated, held_out, alternative="two-sided").statistic
-    return float((u - m * n / 2) / np.sqrt(m * n * (m + n + 1) / 12))
+    return float((u - (m * n / 2 - 0.5)) / np.sqrt(m * n * (m + n + 1) / 12))
+
+
+def in_cell_distance(
+    queries: torch.Tensor, query_cell: np.ndarray, train: torch.Tensor, train_cell: np.ndarray
+) -> np.ndarray:
+    """L_pi: each query row's distance to its nearest training row of the same k-means cell."""
+    distance = np.full(len(queries), np.inf)
+    for cell in np.unique(query_cell):
+        rows = query_cell == cell
+        members = torch.from_numpy(train_cell == cell)
+        found, _ = nearest_training(queries[torch.from_numpy(rows)], train[members])
+        distance[rows] = found.numpy()
+    return distance
 
 
 @dataclass
 class CopyingReference:
     """What C_T needs of the real side, computed once per suite: the training features, their
-    k-means cells, and the held-out images' distances to the training set and cells."""
+    k-means cells, and the held-out images' cells and in-cell distances to the training set."""
 
     train: torch.Tensor
     kmeans: KMeans
+    train_cell: np.ndarray
     held_distance: np.ndarray
     held_cell: np.ndarray
 
@@ -80,9 +99,10 @@ def copying_reference(
     cells = max(1, min(cells, len(train) // 10))
     train64 = train.double().cpu()
     kmeans = KMeans(n_clusters=cells, n_init=1, random_state=KMEANS_SEED).fit(train64.numpy())
-    held_distance, _ = nearest_training(held_out, train64)
+    train_cell = kmeans.labels_
     held_cell = kmeans.predict(held_out.double().cpu().numpy())
-    return CopyingReference(train64, kmeans, held_distance.numpy(), held_cell)
+    held_distance = in_cell_distance(held_out.double().cpu(), held_cell, train64, train_cell)
+    return CopyingReference(train64, kmeans, train_cell, held_distance, held_cell)
 
 
 def data_copying(
@@ -95,11 +115,13 @@ def data_copying(
     features (all (N, D)); `reference` (copying_reference) in place of held_out and train."""
     if reference is None:
         reference = copying_reference(held_out, train)
+    generated = generated.double().cpu()
     gen_distance, gen_nearest = nearest_training(generated, reference.train)
-    gen_cell = reference.kmeans.predict(generated.double().cpu().numpy())
+    gen_cell = reference.kmeans.predict(generated.numpy())
+    in_cell = in_cell_distance(generated, gen_cell, reference.train, reference.train_cell)
     total, weights = 0.0, 0.0
     for cell in range(reference.kmeans.n_clusters):
-        q = gen_distance.numpy()[gen_cell == cell]
+        q = in_cell[gen_cell == cell]
         p = reference.held_distance[reference.held_cell == cell]
         if len(q) < MIN_CELL_SAMPLES or len(p) < MIN_CELL_SAMPLES:
             continue

@@ -13,9 +13,10 @@ headline families. The verdict:
 - *undecided at these seeds*: not significant, or not testable (fewer than two values a side).
 
 Failures count as they do for the best-mark: a side with a failed or diverged seed (attempts of
-cells that later finished included) is judged on its survivors only, so it cannot win. A claim
-whose better side failed a seed never *holds*, and one whose worse side failed never is
-*contradicted*: it is undecided, and the section says why.
+cells that later finished included) is judged on its survivors only, so it cannot win; nor can a
+side with seeds that have no result yet (not run, or still running), which is not yet the side
+the suite declared. A claim whose better side failed or misses a seed never *holds*, and one
+whose worse side does never is *contradicted*: it is undecided, and the section says why.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class ClaimResult:
     worse: list[float]
     failed_better: int  # failed or diverged seeds (and attempts) of the better side
     failed_worse: int
+    missing_better: int = 0  # seeds of the better side with no result yet
+    missing_worse: int = 0
     p_value: float | None = None  # raw Welch p; None: not testable
     adjusted_p: float | None = None  # Holm over the report's testable claims
 
@@ -51,9 +54,9 @@ class ClaimResult:
         if self.adjusted_p is None or self.adjusted_p >= ALPHA:
             return UNDECIDED
         claimed = self.better_wins
-        if claimed and self.failed_better:
+        if claimed and (self.failed_better or self.missing_better):
             return UNDECIDED
-        if not claimed and self.failed_worse:
+        if not claimed and (self.failed_worse or self.missing_worse):
             return UNDECIDED
         return HOLDS if claimed else CONTRADICTED
 
@@ -73,9 +76,15 @@ class ClaimResult:
         if self.adjusted_p is not None and self.adjusted_p < ALPHA:
             side = "better" if self.better_wins else "worse"
             failed = self.failed_better if self.better_wins else self.failed_worse
+            if failed:
+                return (
+                    f"significant, but the {side} side has {failed} failed or diverged "
+                    "seed(s): judged on its survivors, it cannot win"
+                )
+            missing = self.missing_better if self.better_wins else self.missing_worse
             return (
-                f"significant, but the {side} side has {failed} failed or diverged seed(s): "
-                "judged on its survivors, it cannot win"
+                f"significant, but the {side} side has {missing} seed(s) without a result yet: "
+                "judged on the seeds run so far, it cannot win"
             )
         return "within seed noise after the Holm correction"
 
@@ -97,6 +106,8 @@ def evaluate_claims(cells: pd.DataFrame, claims: list[ClaimConfig]) -> list[Clai
             _values(finished, claim.worse, claim.metric if metric else None),
             _failed(counts, claim.better),
             _failed(counts, claim.worse),
+            _missing(counts, claim.better),
+            _missing(counts, claim.worse),
         )
         if metric is not None:
             # a metric with a target (sharpness: closest to 1) is tested on |value - target|
@@ -127,6 +138,13 @@ def _failed(counts: pd.DataFrame | None, side: list[str]) -> int:
     return int(rows["failed"].sum() + rows["diverged_attempts"].sum())
 
 
+def _missing(counts: pd.DataFrame | None, side: list[str]) -> int:
+    """Seeds of the variants in `side` with no result yet: never run, or still running."""
+    if counts is None:
+        return 0
+    return int(counts.loc[[label for label in side if label in counts.index]]["missing"].sum())
+
+
 def mean_ci(values: list[float]) -> str:
     """'0.123 ± 0.045 (3 seeds)', the mean with its 95% t-interval's half-width."""
     if not values:
@@ -155,7 +173,12 @@ def claim_rows(results: list[ClaimResult]) -> list[dict]:
                 "adjusted_p": _p(r.adjusted_p),
                 "verdict": r.verdict,
                 "why": r.why if r.verdict == UNDECIDED else "",
-                "failed": f"{r.failed_better} / {r.failed_worse}",
+                "failed": f"{r.failed_better} / {r.failed_worse}"
+                + (
+                    f" (+ {r.missing_better} / {r.missing_worse} missing)"
+                    if r.missing_better or r.missing_worse
+                    else ""
+                ),
             }
         )
     return rows
@@ -171,6 +194,6 @@ CLAIMS_NOTE = (
     "with one Holm-Bonferroni correction over the testable claims (a family of its own). "
     f"Verdicts at α = {ALPHA}: *holds* (significant in the claimed direction), *contradicted* "
     "(significant the other way), *undecided at these seeds* (not significant, not testable, or "
-    "significant for a side with failed or diverged seeds, which cannot win). Failed: failed or "
-    "diverged seeds of the better / worse side."
+    "significant for a side with failed, diverged or missing seeds, which cannot win). Failed: "
+    "failed or diverged seeds of the better / worse side (+ missing: seeds with no result yet)."
 )

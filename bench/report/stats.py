@@ -112,6 +112,8 @@ class Comparison:
     # label -> failed seeds plus the diverged attempts of seeds that finished when run again
     failed: dict[str, int] = field(default_factory=dict)
     cells: dict[str, int] = field(default_factory=dict)  # label -> cells (seeds) of the variant
+    # label -> seeds with no result yet (never run, or still running / their process died)
+    missing: dict[str, int] = field(default_factory=dict)
 
     @property
     def family(self) -> str:
@@ -122,11 +124,16 @@ class Comparison:
         return self.failed.get(self.best, 0)
 
     @property
+    def best_missing(self) -> int:
+        return self.missing.get(self.best, 0)
+
+    @property
     def winner(self) -> str | None:
         """The best variant where it is beyond seed noise of every other variant after the Holm
-        correction (so of the runner-up too) and none of its seeds failed, else None: a best mean
-        alone earns no mark, nor does one over the seeds that survived."""
-        if not self.others or self.best_failed:
+        correction (so of the runner-up too) and every one of its seeds finished, else None: a
+        best mean alone earns no mark, nor does one over the seeds that survived or that have
+        run so far."""
+        if not self.others or self.best_failed or self.best_missing:
             return None
         beyond = all(v.verdict == "beyond seed noise" for v in self.others)
         return self.best if beyond else None
@@ -211,6 +218,7 @@ def compare(cells: pd.DataFrame, metric: Metric, variants: list[str]) -> Compari
             for label in values
         },
         cells={label: int(counts.loc[label, "cells"]) for label in values},
+        missing={label: int(counts.loc[label, "missing"]) for label in values},
     )
 
 

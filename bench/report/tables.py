@@ -80,7 +80,8 @@ def tests_note(tests: Significance, metrics: list[Metric]) -> str:
         f"Holm-adjusted p < {ALPHA}; within seed noise: these seeds do not separate the two "
         "variants, which is not evidence that they are equal (with few seeds the test has "
         "little power). Failures count: a variant with a failed or diverged seed earns no ★, "
-        f"and each row states the failed seeds of its variant.{untestable} Not tested "
+        "nor does one with seeds that have no result yet (not run, or still running), and each "
+        f"row states the failed and missing seeds of its variant.{untestable} Not tested "
         "(descriptive only): " + (", ".join(untested) or "none") + "."
     )
 
@@ -160,6 +161,10 @@ def best_row(metrics: list[Metric], tests: Significance) -> list[str]:
             texts.append(
                 f"no ★ ({comparison.best} failed a seed); tied: " + ", ".join(comparison.tied)
             )
+        elif comparison.best_missing and comparison.others:
+            texts.append(
+                f"no ★ ({comparison.best} has seeds missing); tied: " + ", ".join(comparison.tied)
+            )
         elif not comparison.others:
             texts.append(f"only {comparison.best}")
         else:
@@ -223,6 +228,9 @@ def describe(comparison: Comparison, summary: pd.DataFrame) -> dict:
         failed = comparison.failed.get(label, 0)
         if failed:
             value += f"; {failed} failed of {comparison.cells[label]} seeds (attempts included)"
+        missing = comparison.missing.get(label, 0)
+        if missing:
+            value += f"; {missing} of {comparison.cells[label]} seeds without a result yet"
         return value
 
     extreme = "lowest" if metric.lower_is_better else "highest"
@@ -239,6 +247,14 @@ def describe(comparison: Comparison, summary: pd.DataFrame) -> dict:
             f"No ★: {comparison.best} has {comparison.best_failed} failed or diverged run(s) "
             f"among its {comparison.cells[comparison.best]} seeds, and its mean is over the "
             "seeds that finished; tied: " + ", ".join(comparison.tied) + "."
+        )
+    elif comparison.best_missing:
+        verdict = (
+            f"No ★: {comparison.best} has {comparison.best_missing} of its "
+            f"{comparison.cells[comparison.best]} seeds without a result yet (not run, or still "
+            "running), and its mean is over the seeds that finished; tied: "
+            + ", ".join(comparison.tied)
+            + "."
         )
     else:
         verdict = (
