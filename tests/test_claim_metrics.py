@@ -89,7 +89,7 @@ def test_c_t_follows_the_reference_definition_on_fixed_arrays():
     for cell in range(6):
         members = train.double().numpy()[train_cell == cell]
 
-        def distance(points):
+        def distance(points, members=members):
             return np.sqrt(((points[:, None, :] - members[None, :, :]) ** 2).sum(-1)).min(1)
 
         q = distance(generated.double().numpy()[gen_cell == cell])
