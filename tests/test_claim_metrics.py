@@ -3,6 +3,8 @@ C_T)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torchvision.transforms.functional as TF
@@ -107,6 +109,22 @@ def test_c_t_follows_the_reference_definition_on_fixed_arrays():
     # the gallery's neighbour is the nearest over the whole training set, whatever the cell
     whole = torch.cdist(generated.double(), train.double()).min(1)
     assert torch.equal(result.nearest, whole.indices)
+
+
+def test_c_t_with_fewer_distinct_training_features_than_cells_does_not_crash():
+    """k-means leaves cells empty when the training set has few distinct rows (tiny synthetic
+    data); those cells have no in-cell distance and are left out."""
+    import warnings
+
+    g = torch.Generator().manual_seed(0)
+    train = torch.randn(3, 4, generator=g).repeat(100, 1)  # 300 rows, 3 distinct: 30 cells asked
+    held_out = train[:60] + 0.01 * torch.randn(60, 4, generator=g)
+    generated = train[:60] + 0.01 * torch.randn(60, 4, generator=g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn: fewer distinct clusters than n_clusters
+        result = data_copying(generated, held_out, train)
+    assert result.c_t is not None and math.isfinite(result.c_t)
+    assert len(result.nearest) == 60
 
 
 def test_auroc_direction_swapping_the_sets_gives_one_minus():

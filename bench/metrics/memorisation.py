@@ -71,11 +71,15 @@ def z_score(generated: np.ndarray, held_out: np.ndarray) -> float:
 def in_cell_distance(
     queries: torch.Tensor, query_cell: np.ndarray, train: torch.Tensor, train_cell: np.ndarray
 ) -> np.ndarray:
-    """L_pi: each query row's distance to its nearest training row of the same k-means cell."""
+    """L_pi: each query row's distance to its nearest training row of the same k-means cell (inf
+    in a cell k-means left without training rows, as it can when the training set has fewer
+    distinct rows than cells; data_copying leaves such cells out)."""
     distance = np.full(len(queries), np.inf)
     for cell in np.unique(query_cell):
         rows = query_cell == cell
         members = torch.from_numpy(train_cell == cell)
+        if not members.any():
+            continue
         found, _ = nearest_training(queries[torch.from_numpy(rows)], train[members])
         distance[rows] = found.numpy()
     return distance
@@ -123,7 +127,7 @@ def data_copying(
     for cell in range(reference.kmeans.n_clusters):
         q = in_cell[gen_cell == cell]
         p = reference.held_distance[reference.held_cell == cell]
-        if len(q) < MIN_CELL_SAMPLES or len(p) < MIN_CELL_SAMPLES:
+        if len(q) < MIN_CELL_SAMPLES or len(p) < MIN_CELL_SAMPLES or not np.isfinite(p).all():
             continue
         weight = len(p) / len(reference.held_cell)
         total += weight * z_score(q, p)
