@@ -104,10 +104,10 @@ def evaluate_claims(cells: pd.DataFrame, claims: list[ClaimConfig]) -> list[Clai
             metric,
             _values(finished, claim.better, claim.metric if metric else None),
             _values(finished, claim.worse, claim.metric if metric else None),
-            _failed(counts, claim.better),
-            _failed(counts, claim.worse),
-            _missing(counts, claim.better),
-            _missing(counts, claim.worse),
+            _side_count(counts, claim.better, "failed", "diverged_attempts"),
+            _side_count(counts, claim.worse, "failed", "diverged_attempts"),
+            _side_count(counts, claim.better, "missing"),
+            _side_count(counts, claim.worse, "missing"),
         )
         if metric is not None:
             # a metric with a target (sharpness: closest to 1) is tested on |value - target|
@@ -130,19 +130,13 @@ def _values(finished: pd.DataFrame, side: list[str], key: str | None) -> list[fl
     return [float(v) for v in finished[finished["label"].isin(side)][key].dropna()]
 
 
-def _failed(counts: pd.DataFrame | None, side: list[str]) -> int:
-    """Failed or diverged seeds (and diverged attempts) of the variants in `side`."""
+def _side_count(counts: pd.DataFrame | None, side: list[str], *columns: str) -> int:
+    """The sum of cell_counts' `columns` over the variants in `side`: failed, diverged_attempts
+    (failed or diverged seeds, attempts included), missing (seeds with no result yet)."""
     if counts is None:
         return 0
     rows = counts.loc[[label for label in side if label in counts.index]]
-    return int(rows["failed"].sum() + rows["diverged_attempts"].sum())
-
-
-def _missing(counts: pd.DataFrame | None, side: list[str]) -> int:
-    """Seeds of the variants in `side` with no result yet: never run, or still running."""
-    if counts is None:
-        return 0
-    return int(counts.loc[[label for label in side if label in counts.index]]["missing"].sum())
+    return int(sum(rows[column].sum() for column in columns))
 
 
 def mean_ci(values: list[float]) -> str:
