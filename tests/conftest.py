@@ -47,6 +47,7 @@ seeds: [0]
 evaluation:
   num_samples: 32
   batch_size: 16
+  calibration_samples: 64
   grid_size: 16
 models:
   - label: vae

@@ -323,7 +323,8 @@ def test_score_keys_are_the_keys_a_run_logs(image_sets, write_suite, tracking_ur
         dataset: {{name: folder, root: {image_sets / "flat"}, eval_fraction: 0.25}}
         budget: {{steps: 2, batch_size: 16, latent_dim: 8, width: 8, n_critic: 1}}
         seeds: [0]
-        evaluation: {{num_samples: 64, batch_size: 32, grid_size: 16, interp_pairs: 2}}
+        evaluation: {{num_samples: 64, batch_size: 32, calibration_samples: 64, grid_size: 16,
+                     interp_pairs: 2}}
         models: [{{label: dcgan, model: dcgan}}]
         """
     )
@@ -385,7 +386,8 @@ def test_a_flat_64_pixel_folder_trains_every_variant_without_labels(tmp_path, tr
             dataset: {{name: folder, root: {tmp_path / "faces"}, eval_fraction: 0.25}}
             budget: {{steps: 2, batch_size: 8, latent_dim: 8, width: 8, n_critic: 1}}
             seeds: [0]
-            evaluation: {{num_samples: 32, batch_size: 16, grid_size: 16, interp_pairs: 2}}
+            evaluation: {{num_samples: 32, batch_size: 16, calibration_samples: 64, grid_size: 16,
+                         interp_pairs: 2}}
             models:
               - {{label: vae, model: vae}}
               - label: dcgan-{{loss}}

@@ -63,6 +63,7 @@ seeds: [0, 1]
 evaluation:
   num_samples: 32
   batch_size: 16
+  calibration_samples: 64
   grid_size: 16
   every_epochs: 1
   interp_pairs: 2
@@ -623,6 +624,7 @@ seeds: [0, 1]
 evaluation:
   num_samples: 32
   batch_size: 16
+  calibration_samples: 64
   grid_size: 16
   feature_extractors: [domain]
   interp_pairs: 2

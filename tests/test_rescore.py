@@ -22,8 +22,8 @@ name: rescore
 dataset: {name: synthetic, train_limit: 128, eval_limit: 64}
 budget: {steps: 4, batch_size: 16, latent_dim: 8, width: 8, log_every: 2}
 seeds: [0]
-evaluation: {num_samples: 64, batch_size: 32, grid_size: 16, interp_pairs: 2,
-             feature_extractors: [domain]}
+evaluation: {num_samples: 64, batch_size: 32, calibration_samples: 64, grid_size: 16,
+             interp_pairs: 2, feature_extractors: [domain]}
 models:
   - {label: vae, model: vae}
   - {label: dcgan, model: dcgan}

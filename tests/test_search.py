@@ -43,7 +43,8 @@ dataset: {{name: synthetic, train_limit: 64, eval_limit: 32}}
 budget: {{steps: {steps}, batch_size: 16, latent_dim: 8, width: 8, log_every: 2,
           checkpoint_every: {checkpoint_every}}}
 seeds: [0, 1]
-evaluation: {{num_samples: 32, batch_size: 16, grid_size: 16, feature_extractors: [domain]}}
+evaluation: {{num_samples: 32, batch_size: 16, calibration_samples: 64, grid_size: 16,
+             feature_extractors: [domain]}}
 search:
   trials: {trials}
   budget: {{steps: {trial_steps}}}

@@ -36,6 +36,7 @@ seeds: [0]
 evaluation:
   num_samples: 32
   batch_size: 16
+  calibration_samples: 64
   grid_size: 16
   interp_pairs: 2
   interp_steps: 4

@@ -25,7 +25,8 @@ dataset: {{name: synthetic, train_limit: 64, eval_limit: 32}}
 budget: {{steps: {steps}, batch_size: 16, latent_dim: 8, width: 8, n_critic: 2, log_every: 10,
           checkpoint_every: {checkpoint_every}}}
 seeds: {seeds}
-evaluation: {{num_samples: 32, batch_size: 16, grid_size: 16, feature_extractors: [domain]}}
+evaluation: {{num_samples: 32, batch_size: 16, calibration_samples: 64, grid_size: 16,
+             feature_extractors: [domain]}}
 models:
 {models}
 {search}
