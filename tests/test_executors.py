@@ -82,8 +82,11 @@ def sequential(tmp_path_factory):
     return path, uri
 
 
-# ~13 s. The default run keeps its check: the stop-signal test below reruns the suite with
-# --parallel 2 and compares every cell exactly with `sequential`.
+# ~13 s. The default run keeps its check: the lost-worker test below runs --parallel 2 and
+# compares its cells exactly with `sequential`. The stop-signal tests and the Ray executor's runs of
+# whole suites spawn, signal and kill several processes (each imports torch and MLflow afresh,
+# ~3 min in all): marked slow, they run in CI's second stage (`pytest -m slow`); the default run
+# keeps a lost --parallel worker (SIGKILL, resumed exactly) and a Ray task that fails alone.
 @pytest.mark.slow
 def test_parallel_workers_leave_the_same_intact_store(sequential, tmp_path):
     path, reference_uri = sequential
@@ -157,13 +160,14 @@ def wait_for_pauses(folder: Path, count: int, process: subprocess.Popen, log: Pa
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "whole_group", "exit_code"),
     [
         # Ctrl-C in a terminal: every process of the foreground group gets SIGINT at once
         (signal.SIGINT, True, 130),
         # `kill PID`: only the main process gets it
-        pytest.param(signal.SIGTERM, False, 143, marks=pytest.mark.slow),
+        (signal.SIGTERM, False, 143),
     ],
     ids=["ctrl-c-to-group", "sigterm-to-main"],
 )
@@ -249,6 +253,7 @@ def local_ray():
     faulty_models.unregister()
 
 
+@pytest.mark.slow
 def test_ray_executor_leaves_the_same_finished_runs(sequential, local_ray, tmp_path):
     path, reference_uri = sequential
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -323,6 +328,7 @@ def test_ray_cell_that_raises_in_its_worker_fails_alone(local_ray, tmp_path):
     assert statuses(uri) == {"vae": ["FINISHED"], "broken": ["FAILED"]}
 
 
+@pytest.mark.slow
 def test_ray_lost_worker_is_retried_once_then_its_cell_fails_alone(sequential, local_ray, tmp_path):
     """Ray retries a task whose worker process died (max_retries=1): dies-once resumes from its
     step-4 checkpoint and finishes with a VAE's numbers; dies is lost twice and fails alone, its

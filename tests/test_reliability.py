@@ -155,6 +155,10 @@ def test_sigkill_mid_cell_then_rerun_matches_an_uninterrupted_run(tmp_path, monk
     assert_same_outcome(uri, reference, tmp_path)
 
 
+# ~40 s (a real process, then 380 steps resumed). The default run keeps SIGTERM's handling (sent
+# in-process: test_a_run_started_with_sigint_ignored_keeps_ignoring_it_and_stops_on_sigterm) and a
+# stop at a step boundary resumed exactly (test_ctrl_c_stops_at_the_step_boundary_and_resumes_...).
+@pytest.mark.slow
 def test_sigterm_checkpoints_marks_killed_and_says_how_to_resume(tmp_path):
     path = tmp_path / "suite.yaml"
     path.write_text(suite_text(VAE, steps=400, log_every=10, checkpoint_every=20))
