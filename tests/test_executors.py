@@ -82,11 +82,10 @@ def sequential(tmp_path_factory):
     return path, uri
 
 
-# ~13 s. The default run keeps its check: the lost-worker test below runs --parallel 2 and
-# compares its cells exactly with `sequential`. The stop-signal tests and the Ray executor's runs of
-# whole suites spawn, signal and kill several processes (each imports torch and MLflow afresh,
-# ~3 min in all): marked slow, they run in CI's second stage (`pytest -m slow`); the default run
-# keeps a lost --parallel worker (SIGKILL, resumed exactly) and a Ray task that fails alone.
+# Every test here that runs cells spawns, signals or kills worker processes, each of which imports
+# torch and MLflow afresh (~10 s of 2 cores each; 1-2 min a test): they are marked slow and run in
+# CI's second stage (`pytest -m slow`). The default run keeps the option check below, and
+# tests/test_claims.py tests in one process the claims that keep workers from training a cell twice.
 @pytest.mark.slow
 def test_parallel_workers_leave_the_same_intact_store(sequential, tmp_path):
     path, reference_uri = sequential
@@ -112,6 +111,7 @@ def lost(how: str) -> str:
     return f"worker process died ({how}) while running the cell"
 
 
+@pytest.mark.slow
 def test_parallel_lost_worker_is_retried_once_then_its_cell_fails_alone(
     sequential, faulty_workers, tmp_path
 ):
@@ -309,6 +309,7 @@ def statuses(uri: str) -> dict[str, list[str]]:
     return {label: [run.info.status for run in runs] for label, runs in runs_by_label(uri).items()}
 
 
+@pytest.mark.slow
 def test_ray_cell_that_raises_in_its_worker_fails_alone(local_ray, tmp_path):
     variants = VAE + f"  - label: broken\n    model: {faulty_models.RAISES}\n"
     path = tmp_path / "suite.yaml"
