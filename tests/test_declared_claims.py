@@ -74,6 +74,16 @@ def test_a_side_with_seeds_not_run_yet_cannot_win_its_claim():
     assert complete.verdict == HOLDS
 
 
+def test_a_claim_is_undecided_while_the_losing_side_has_seeds_not_run_yet():
+    """The VAE side lost on its one finished seed so far: its seeds still to come may turn it."""
+    frame = cells({"gan": [10.0, 11.0, 10.5], "vae": [30.0, 31.0, 29.5]})
+    frame.loc[len(frame)] = {"label": "vae2", "seed": 0, "status": "not run"}
+    (result,) = evaluate_claims(frame, [claim(["gan"], ["vae", "vae2"])])
+    assert result.adjusted_p < 0.05 and result.better_wins and result.missing_worse == 1
+    assert result.verdict == UNDECIDED
+    assert "the worse side has 1 seed(s) without a result yet" in result.why
+
+
 def test_a_claim_with_one_seed_a_side_is_not_testable():
     (result,) = evaluate_claims(cells({"a": [1.0], "b": [2.0, 3.0]}), [claim(["a"], ["b"])])
     assert result.p_value is None and result.verdict == UNDECIDED

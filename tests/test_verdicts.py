@@ -65,6 +65,30 @@ def test_a_variant_with_seeds_not_run_yet_cannot_earn_the_star():
     assert significance(cells_frame(values), [FID], list(values)).comparison(FID.key).winner
 
 
+def test_no_star_while_another_variant_has_seeds_not_run_yet():
+    """A suite stopped at a deadline before one variant ran, or with a rival's seeds still
+    running: the best of the variants measured so far is not "beyond every other variant"."""
+    values = {"gan": {FID.key: [10.0, 10.1, 9.9]}, "vae": {FID.key: [20.0, 20.5, 19.8]}}
+    cells = cells_frame(values)
+    for seed in range(3):  # a third variant with no result at all
+        cells.loc[len(cells)] = {"label": "vaegan", "seed": seed, "status": "not run"}
+    variants = [*values, "vaegan"]
+    comparison = significance(cells, [FID], variants).comparison(FID.key)
+    assert comparison.best == "gan" and not comparison.best_missing
+    assert comparison.others[0].verdict == "beyond seed noise"
+    assert comparison.incomplete == ["vaegan"] and comparison.winner is None
+    tests = significance(cells, [FID], variants)
+    assert best_row([FID], tests) == ["no ★ (vaegan has seeds missing); tied: gan"]
+    text = describe(comparison, summarize(cells, [FID], variants))
+    assert text["verdict"].startswith("No ★ while vaegan has seeds without a result yet")
+    # a rival with one seed still running blocks it as well; with every seed in, the star
+    partial = cells_frame(values)
+    partial.loc[len(partial)] = {"label": "vae", "seed": 3, "status": "RUNNING"}
+    assert significance(partial, [FID], list(values)).comparison(FID.key).incomplete == ["vae"]
+    assert significance(partial, [FID], list(values)).comparison(FID.key).winner is None
+    assert significance(cells_frame(values), [FID], list(values)).comparison(FID.key).winner
+
+
 def test_inception_metrics_form_their_own_family_and_never_move_a_domain_verdict():
     domain = {
         "a": {FID.key: [10.0, 10.4, 9.9]},

@@ -54,10 +54,10 @@ class ClaimResult:
         if self.adjusted_p is None or self.adjusted_p >= ALPHA:
             return UNDECIDED
         claimed = self.better_wins
-        if claimed and (self.failed_better or self.missing_better):
-            return UNDECIDED
-        if not claimed and (self.failed_worse or self.missing_worse):
-            return UNDECIDED
+        if claimed and self.failed_better or not claimed and self.failed_worse:
+            return UNDECIDED  # the winning side is judged on its survivors
+        if self.missing_better or self.missing_worse:
+            return UNDECIDED  # either side's seeds not run yet may still turn the result
         return HOLDS if claimed else CONTRADICTED
 
     @property
@@ -82,9 +82,16 @@ class ClaimResult:
                     "seed(s): judged on its survivors, it cannot win"
                 )
             missing = self.missing_better if self.better_wins else self.missing_worse
+            if missing:
+                return (
+                    f"significant, but the {side} side has {missing} seed(s) without a result "
+                    "yet: judged on the seeds run so far, it cannot win"
+                )
+            other = "worse" if self.better_wins else "better"
+            missing = self.missing_worse if self.better_wins else self.missing_better
             return (
-                f"significant, but the {side} side has {missing} seed(s) without a result yet: "
-                "judged on the seeds run so far, it cannot win"
+                f"significant, but the {other} side has {missing} seed(s) without a result yet, "
+                "which may still turn the result"
             )
         return "within seed noise after the Holm correction"
 
@@ -188,6 +195,7 @@ CLAIMS_NOTE = (
     "with one Holm-Bonferroni correction over the testable claims (a family of its own). "
     f"Verdicts at α = {ALPHA}: *holds* (significant in the claimed direction), *contradicted* "
     "(significant the other way), *undecided at these seeds* (not significant, not testable, or "
-    "significant for a side with failed, diverged or missing seeds, which cannot win). Failed: "
+    "significant for a side with failed or diverged seeds, which cannot win, or while either "
+    "side has seeds with no result yet, which may still turn it). Failed: "
     "failed or diverged seeds of the better / worse side (+ missing: seeds with no result yet)."
 )

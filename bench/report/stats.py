@@ -112,7 +112,8 @@ class Comparison:
     # label -> failed seeds plus the diverged attempts of seeds that finished when run again
     failed: dict[str, int] = field(default_factory=dict)
     cells: dict[str, int] = field(default_factory=dict)  # label -> cells (seeds) of the variant
-    # label -> seeds with no result yet (never run, or still running / their process died)
+    # label -> seeds with no result yet (never run, or still running / their process died), of
+    # every variant of the report, also those with no value of this metric yet
     missing: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -128,12 +129,21 @@ class Comparison:
         return self.missing.get(self.best, 0)
 
     @property
+    def incomplete(self) -> list[str]:
+        """The variants with seeds that have no result yet, the best first: while there are any,
+        "beyond seed noise of every other variant" cannot be known (a variant not run yet, or
+        its seeds still running, may still beat the best)."""
+        labels = [label for label, n in self.missing.items() if n]
+        return sorted(labels, key=lambda label: label != self.best)
+
+    @property
     def winner(self) -> str | None:
         """The best variant where it is beyond seed noise of every other variant after the Holm
-        correction (so of the runner-up too) and every one of its seeds finished, else None: a
-        best mean alone earns no mark, nor does one over the seeds that survived or that have
-        run so far."""
-        if not self.others or self.best_failed or self.best_missing:
+        correction (so of the runner-up too), every one of its seeds finished and no variant has
+        seeds without a result yet, else None: a best mean alone earns no mark, nor does one
+        over the seeds that survived or that have run so far, nor one over the variants that
+        have run so far."""
+        if not self.others or self.best_failed or self.incomplete:
             return None
         beyond = all(v.verdict == "beyond seed noise" for v in self.others)
         return self.best if beyond else None
@@ -208,6 +218,7 @@ def compare(cells: pd.DataFrame, metric: Metric, variants: list[str]) -> Compari
         for label in ranked[1:]
     ]
     counts = cell_counts(cells, list(values))
+    everyone = cell_counts(cells, list(dict.fromkeys([*variants, *cells["label"]])))
     return Comparison(
         metric,
         best,
@@ -218,7 +229,7 @@ def compare(cells: pd.DataFrame, metric: Metric, variants: list[str]) -> Compari
             for label in values
         },
         cells={label: int(counts.loc[label, "cells"]) for label in values},
-        missing={label: int(counts.loc[label, "missing"]) for label in values},
+        missing={label: int(n) for label, n in everyone["missing"].items()},
     )
 
 

@@ -80,7 +80,8 @@ def tests_note(tests: Significance, metrics: list[Metric]) -> str:
         f"Holm-adjusted p < {ALPHA}; within seed noise: these seeds do not separate the two "
         "variants, which is not evidence that they are equal (with few seeds the test has "
         "little power). Failures count: a variant with a failed or diverged seed earns no ★, "
-        "nor does one with seeds that have no result yet (not run, or still running), and each "
+        "and no variant earns one while any variant has seeds with no result yet (not run, or "
+        "still running: an unmeasured variant may still beat the best); each "
         f"row states the failed and missing seeds of its variant.{untestable} Not tested "
         "(descriptive only): " + (", ".join(untested) or "none") + "."
     )
@@ -161,9 +162,10 @@ def best_row(metrics: list[Metric], tests: Significance) -> list[str]:
             texts.append(
                 f"no ★ ({comparison.best} failed a seed); tied: " + ", ".join(comparison.tied)
             )
-        elif comparison.best_missing and comparison.others:
+        elif comparison.incomplete and comparison.others:
             texts.append(
-                f"no ★ ({comparison.best} has seeds missing); tied: " + ", ".join(comparison.tied)
+                f"no ★ ({_names(comparison.incomplete)} seeds missing); tied: "
+                + ", ".join(comparison.tied)
             )
         elif not comparison.others:
             texts.append(f"only {comparison.best}")
@@ -215,6 +217,11 @@ def format_p(p_value: float | None) -> str:
     return DASH if p_value is None else f"{p_value:.2g}"
 
 
+def _names(labels: list[str]) -> str:
+    """'a has' / 'a, b have': the variants a sentence is about, with the verb."""
+    return f"{labels[0]} has" if len(labels) == 1 else f"{', '.join(labels)} have"
+
+
 def describe(comparison: Comparison, summary: pd.DataFrame) -> dict:
     """Words and rows for one headline metric: the best variant, its verdict, and each other
     variant with its raw and Holm-adjusted p."""
@@ -253,6 +260,13 @@ def describe(comparison: Comparison, summary: pd.DataFrame) -> dict:
             f"No ★: {comparison.best} has {comparison.best_missing} of its "
             f"{comparison.cells[comparison.best]} seeds without a result yet (not run, or still "
             "running), and its mean is over the seeds that finished; tied: "
+            + ", ".join(comparison.tied)
+            + "."
+        )
+    elif comparison.incomplete:
+        verdict = (
+            f"No ★ while {_names(comparison.incomplete)} seeds without a result yet (not run, or "
+            "still running): a variant not measured yet may still beat the best; tied so far: "
             + ", ".join(comparison.tied)
             + "."
         )
