@@ -217,8 +217,8 @@ def compare(cells: pd.DataFrame, metric: Metric, variants: list[str]) -> Compari
         Versus(label, values[label], welch_p_value(values[best], values[label]))
         for label in ranked[1:]
     ]
-    counts = cell_counts(cells, list(values))
-    everyone = cell_counts(cells, list(dict.fromkeys([*variants, *cells["label"]])))
+    # every variant of the report, not only those with values: one not run yet blocks the star
+    counts = cell_counts(cells, list(dict.fromkeys([*variants, *cells["label"]])))
     return Comparison(
         metric,
         best,
@@ -229,7 +229,7 @@ def compare(cells: pd.DataFrame, metric: Metric, variants: list[str]) -> Compari
             for label in values
         },
         cells={label: int(counts.loc[label, "cells"]) for label in values},
-        missing={label: int(n) for label, n in everyone["missing"].items()},
+        missing={label: int(n) for label, n in counts["missing"].items()},
     )
 
 
