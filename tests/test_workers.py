@@ -15,6 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench import keys
+from bench.tracking.store import experiment_id
 from tests.test_ui import free_port, wait_until_serving
 
 BENCH = [sys.executable, "-c", "from bench.cli import main; main()", "run"]
@@ -114,6 +115,25 @@ def by_cell(runs: list) -> dict[str, list]:
     for run in runs:
         found.setdefault(run.data.tags[keys.TAG_CELL_ID], []).append(run)
     return found
+
+
+def test_workers_creating_the_suite_experiment_at_once_both_get_it(tmp_path, monkeypatch):
+    """Two workers started together both find no experiment, then both create it: the loser of
+    the race (RESOURCE_ALREADY_EXISTS) takes the winner's experiment instead of failing."""
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    ours, theirs = MlflowClient(uri), MlflowClient(uri)
+    look = ours.get_experiment_by_name
+
+    def look_then_lose_the_race(name):
+        found = look(name)
+        if found is None:  # the other worker creates it between our look and our create
+            experiment_id(theirs, name)
+        return found
+
+    monkeypatch.setattr(ours, "get_experiment_by_name", look_then_lose_the_race)
+    made = experiment_id(ours, "suite")
+    assert made == theirs.get_experiment_by_name("suite").experiment_id
+    assert len(theirs.search_experiments(filter_string="name = 'suite'")) == 1
 
 
 @pytest.mark.slow  # 3 worker processes and a server: ~60 s on 2 cores

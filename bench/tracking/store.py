@@ -88,11 +88,16 @@ def experiment_id(client: MlflowClient, suite_name: str, create: bool = True) ->
             return experiment.experiment_id
         if not create:
             return None
-        return client.create_experiment(
-            suite_name,
-            artifact_location=_artifact_location(client.tracking_uri, suite_name),
-            tags=experiment_tags(),
-        )
+        try:
+            return client.create_experiment(
+                suite_name,
+                artifact_location=_artifact_location(client.tracking_uri, suite_name),
+                tags=experiment_tags(),
+            )
+        except MlflowException as err:  # another worker made it between our look and our create
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return client.get_experiment_by_name(suite_name).experiment_id
     except Exception as err:  # connection refused, unwritable file, bad URI
         raise _store_error(client.tracking_uri, err) from None
 
