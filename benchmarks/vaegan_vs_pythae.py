@@ -437,13 +437,14 @@ def print_differences(equilibrium: bool) -> None:
         "host syncs: Pythae reads 4 losses with .item() every batch; ours fetches the loss means "
         "once per --log-every steps",
         "work per step: ours with update=simultaneous (Larsen et al.'s Algorithm 1) builds one "
-        "graph (3 discriminator passes: reals, reconstructions, prior samples, Dis_3 taken from "
-        "the first two) and steps all three networks on 3 gradients restricted to each network's "
-        "parameters (torch.autograd.grad); ours with update=alternating (the default) updates the "
+        "graph (3 full discriminator passes: reals, reconstructions, prior samples; + 1 pass to "
+        "Dis_3 over reconstructions and reals together, so that batch norm treats both alike) "
+        "and steps all three networks on 3 gradients restricted to each network's parameters "
+        "(torch.autograd.grad); ours with update=alternating (the default) updates the "
         "discriminator first (3 full passes), then encoder/decoder against the updated one (2 full "
-        "passes, Dis_3 of the reconstructions from the first, + Dis_3 of the reals without grad); "
-        "Pythae builds one graph (2 full passes + 2 to Dis_3) and steps "
-        "all three networks after 3 full backward() calls",
+        "passes + the same joint pass to Dis_3); Pythae builds one graph (2 full passes + 2 to "
+        "Dis_3, reals and reconstructions in separate batches) and steps all three networks "
+        "after 3 full backward() calls",
         "losses: Pythae's discriminator sees reals vs prior samples only (not reconstructions) "
         "and its decoder takes (1-s)*L_llike - s*L_dis (minimax), BCE on sigmoid probabilities; "
         "ours: reals vs reconstructions and prior samples, decoder gamma*L_llike + non-saturating "

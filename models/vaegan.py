@@ -18,8 +18,9 @@ Two update schedules (option `update`):
     alternating   (default) discriminator first, then encoder and decoder against the updated
                   discriminator, as GANs are usually trained (Goodfellow et al. 2014, Algorithm 1)
     simultaneous  Larsen et al.'s Algorithm 1: one forward pass (one discriminator pass per batch of
-                  reals, reconstructions and prior samples, Dis_l taken from the same pass), then
-                  all three networks step on their own loss's gradient at the same weights
+                  reals, reconstructions and prior samples, and Dis_l of the reconstructions and
+                  reals from one more pass over both), then all three networks step on their own
+                  loss's gradient at the same weights
 
 With WGAN-GP the encoder and decoder update every n_critic steps in both; the steps between update
 the critic alone.

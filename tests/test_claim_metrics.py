@@ -217,3 +217,34 @@ def test_latent_probes_read_the_classes_and_have_a_random_baseline(real):
     # ten balanced classes: chance is 0.1; the synthetic classes are easy to read off
     assert metrics[keys.probe_key("encoder")] > 0.5
     assert all(0.0 <= value <= 1.0 for value in metrics.values())
+
+
+def test_probe_fits_with_blas_on_one_thread_whatever_the_caller_set(real, monkeypatch):
+    """The probe's accuracy must not depend on the machine's core count (multi-threaded BLAS sums
+    in a core-dependent order), so its fit pins BLAS to one thread even under a caller's limit
+    of two."""
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from bench.metrics.probes import accuracy
+
+    seen = []
+    fit = LogisticRegression.fit
+
+    def recording_fit(self, *args, **kwargs):
+        pools = threadpool_info()
+        seen.append({pool["num_threads"] for pool in pools if pool["user_api"] == "blas"})
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", recording_fit)
+
+    def pixels(batch: torch.Tensor) -> torch.Tensor:
+        return batch[:, :, ::4, ::4]
+
+    results = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            results.append(accuracy(pixels, real.train, real.eval, batch_size=100))
+    assert seen and all(threads == {1} for threads in seen), seen
+    assert results[0] == results[1]
+    assert results[0] > 0.5  # synthetic classes are readable from the pixels
