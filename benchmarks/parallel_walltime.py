@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from figures import machine_line
 
 from bench.data import DatasetNotFound
 from bench.run.runner import run_suite
@@ -121,14 +121,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {err}")
     suite_text = Path(args.suite).read_text()
     cells = expand(suite)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     budget = (
         f"{suite.budget.steps} steps" if suite.budget.steps else f"{suite.budget.epochs} epochs"
     )
     d = suite.dataset
     print(f"suite {args.suite}: {len(cells)} cells, budget {budget}, data {d.name} ", end="")
     print(f"(train_limit {d.train_limit}, eval_limit {d.eval_limit})")
-    print(f"device {device} ({name}), {os.cpu_count()} CPUs, torch {torch.__version__}")
+    print(f"{machine_line(device)}; {os.cpu_count()} CPUs")
 
     warm = suite.model_copy(
         update={

@@ -16,6 +16,7 @@ import sys
 import time
 
 import torch
+from figures import machine_line
 from torch.profiler import ProfilerActivity, profile
 
 import models
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{1000 * seconds / args.steps:.2f} ms per step under the profiler ({args.steps} steps)"
     )
     table = profiler.key_averages().table(sort_by=sort, row_limit=args.rows)
+    print(machine_line(device))
     print(header)
     print(table)
     if args.out:

@@ -26,10 +26,12 @@ import sys
 import time
 
 import torch
+from figures import machine_line
 
 import models
 from bench.run.train import MEMORY_FORMATS, select_device, train
 from bench.suite.schema import SuiteError
+from bench.tracking.provenance import bf16_native
 
 VARIANTS = {
     "vae": ("vae", {}),
@@ -168,7 +170,11 @@ def main(argv: list[str] | None = None) -> None:
     generator = torch.Generator().manual_seed(1)
     count = max(args.batch_size * 8, 512)
     images = (torch.rand(count, 1, 28, 28, generator=generator) * 255).to(torch.uint8).to(device)
-    print(f"speed switches on {device} (torch {torch.__version__}), batch {args.batch_size}, "
+    print(machine_line(device))
+    if not bf16_native(device):
+        print("bf16 is emulated on this device (no native bf16): its rows measure the emulation, "
+              "which bench run refuses unless --allow-slow-bf16")  # fmt: skip
+    print(f"speed switches on {device}, batch {args.batch_size}, "
           f"width {args.width}, latent {args.latent_dim}, {args.steps} timed steps")  # fmt: skip
     rows = []
     variants = args.variants.split(",")

@@ -23,7 +23,12 @@ class GenerativeModel(nn.Module):
     optimizers in `self.optimizers` (name -> optimizer) so checkpoints can save them."""
 
     has_encoder: bool = False
+    # trains a discriminator or critic: it has lr_d and counts discriminator_updates
     has_discriminator: bool = False
+    # with has_discriminator: `self.discriminator` judges images (a models.networks.Discriminator),
+    # so the evaluation probes its features and uses its score for out-of-distribution detection.
+    # False for one that judges something else, e.g. an adversarial autoencoder's latent codes.
+    discriminator_on_images: bool = True
     registry_name: str = ""
     # train_step calls per generator update: the critic steps of WGAN-GP, 1 for everything else
     n_critic: int = 1

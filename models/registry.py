@@ -37,10 +37,22 @@ class ModelConfigError(ValueError):
     """A model name or option the user got wrong; the message is one line naming the fix."""
 
 
+class NameTaken(ValueError):
+    """A second class registered under a name already taken (a plugin's name must be its own)."""
+
+    def __init__(self, name: str, taken_by: type):
+        super().__init__(
+            f"model name {name!r} is registered twice (first by "
+            f"{taken_by.__module__}.{taken_by.__qualname__})"
+        )
+        self.name = name
+        self.taken_by = taken_by
+
+
 def register(name: str):
     def decorator(cls: type) -> type:
         if name in REGISTRY:
-            raise ValueError(f"model name {name!r} is registered twice")
+            raise NameTaken(name, REGISTRY[name])
         cls.registry_name = name
         REGISTRY[name] = cls
         return cls

@@ -49,6 +49,8 @@ evaluation:
   batch_size: 16
   calibration_samples: 64
   grid_size: 16
+  # Inception features run at ~8 images/s on 2 CPU cores: tested on their own (test_fidelity.py)
+  feature_extractors: [domain]
 models:
   - label: vae
     model: vae
@@ -161,3 +163,22 @@ def synthetic_evaluator():
         batch_norm="running",
     )
     return prepare(data, DatasetConfig(name="synthetic"), config, torch.device("cpu"), log=print)
+
+
+@pytest.fixture(scope="session")
+def random_inception_weights(tmp_path_factory):
+    """torch-fidelity's InceptionV3 architecture with RANDOM weights, saved as the plain state
+    dict its loader reads (the Inception path's plumbing without the real network). Convolutions
+    get He initialisation so that the features do not collapse to a constant."""
+    import torch
+
+    from bench.metrics import inception_weights
+
+    generator = torch.Generator().manual_seed(0)
+    state = inception_weights.extractor_skeleton()
+    for name, tensor in state.items():
+        if name.endswith("conv.weight"):
+            torch.nn.init.kaiming_normal_(tensor, nonlinearity="relu", generator=generator)
+    path = tmp_path_factory.mktemp("inception") / inception_weights.HUB_FILE
+    torch.save(state, path)
+    return path

@@ -137,12 +137,14 @@ def test_auroc_direction_swapping_the_sets_gives_one_minus():
     assert auroc(a, a.clone()) == pytest.approx(0.5)
 
 
-def test_a_model_tells_noise_from_its_data(real):
-    """A VAE and a DCGAN trained briefly on the synthetic data (high learning rates: 60 steps)
-    score uniform noise against the evaluation images: the VAE's scores separate it (AUROC near
-    1), the DCGAN's discriminator does better than chance; the shifts are what they say. (An
-    untrained autoencoder outputs grey, nearer to noise than to the mostly black digits: its
-    scores would rank the data as the anomaly.)"""
+def test_a_vae_tells_noise_from_its_data(real):
+    """A VAE trained briefly on the synthetic data (high learning rates: 60 steps) scores uniform
+    noise against the evaluation images: its likelihood and its reconstruction separate it. Margin:
+    AUROC 1.000 for both scores in all 16 runs of seeds 0-7 at 1 and 2 threads (Intel Xeon with
+    AMX), against a bound of 0.95. (An untrained autoencoder outputs grey, nearer to noise than to
+    the mostly black digits: its scores would rank the data as the anomaly.) What a briefly trained
+    *discriminator* learns about noise is not asserted: over the same runs its AUROC ranged from
+    0.59 to 1.0, and it was 0.0 on an AMD EPYC; the next test checks its score's convention."""
     import models
     from bench import keys
     from bench.data import to_model_range
@@ -152,20 +154,60 @@ def test_a_model_tells_noise_from_its_data(real):
     assert torch.equal(shifted(images, "invert"), 255 - images)
     assert torch.equal(shifted(images, "vflip")[:, :, 0], images[:, :, -1])
     noise = shifted(images, "noise")
-    for name in ("vae", "dcgan"):
-        torch.manual_seed(0)
-        hparams = models.Hparams(latent_dim=8, width=8, n_critic=1, lr_g=3e-3, lr_d=3e-3)
-        model = models.build(name, {}, real.image_shape, hparams, device="cpu")
-        for step in range(60):
-            batch = real.train.images[(step * 32) % 512 : (step * 32) % 512 + 32]
-            model.train_step(to_model_range(batch))
-        metrics = ood_metrics(model, images, {"noise": noise}, batch_size=100)
-        scores = ("elbo", "recon") if name == "vae" else ("disc",)
-        assert set(metrics) == {keys.ood_key(score, "noise") for score in scores}
-        if name == "vae":  # its likelihood and reconstruction separate noise almost perfectly
-            assert all(value > 0.95 for value in metrics.values()), metrics
-        else:  # a briefly trained discriminator was never taught noise: better than chance
-            assert 0.5 < metrics[keys.ood_key("disc", "noise")] <= 1.0, metrics
+    torch.manual_seed(0)
+    hparams = models.Hparams(latent_dim=8, width=8, n_critic=1, lr_g=3e-3, lr_d=3e-3)
+    model = models.build("vae", {}, real.image_shape, hparams, device="cpu")
+    for step in range(60):
+        batch = real.train.images[(step * 32) % 512 : (step * 32) % 512 + 32]
+        model.train_step(to_model_range(batch))
+    metrics = ood_metrics(model, images, {"noise": noise}, batch_size=100)
+    assert set(metrics) == {keys.ood_key(score, "noise") for score in ("elbo", "recon")}
+    assert all(value > 0.95 for value in metrics.values()), metrics
+
+
+class MeanBrightness(torch.nn.Module):
+    """A discriminator whose answer is known: sign x the mean pixel (model range [-1, 1]), with a
+    batch-norm layer that would change the answer if the score ran in train mode."""
+
+    def __init__(self, sign: float):
+        super().__init__()
+        self.sign = sign
+        self.norm = torch.nn.BatchNorm1d(1)  # fresh running statistics: identity in eval mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sign * self.norm(x.flatten(1).mean(1, keepdim=True))
+
+
+def test_the_discriminator_score_ranks_what_the_discriminator_calls_fake_as_anomalous(real):
+    """The disc score is minus the discriminator's output, in eval mode, and the AUROC takes the
+    out-of-distribution images as the positive class: a discriminator that calls dark images real
+    (the synthetic digits are mostly black, noise is mid-grey) separates noise exactly as the
+    hand-computed AUROC of the mean brightness says; its mirror image gives one minus that."""
+    from sklearn.metrics import roc_auc_score
+
+    import models
+    from bench import keys
+    from bench.data import to_model_range
+    from bench.metrics.ood import ood_metrics, shifted
+
+    images = real.eval.images[:200]
+    noise = shifted(images, "noise")
+    brightness = torch.cat([to_model_range(images), to_model_range(noise)]).flatten(1).mean(1)
+    labels = [0] * len(images) + [1] * len(noise)
+    expected = roc_auc_score(labels, brightness.double().numpy())
+    assert expected > 0.99  # the hand-built scorer's answer: noise is brighter than the digits
+    key = keys.ood_key("disc", "noise")
+    found = {}
+    for sign in (-1.0, 1.0):  # -1: dark looks real (calls noise fake); +1: bright looks real
+        hparams = models.Hparams(latent_dim=8, width=8, n_critic=1)
+        model = models.build("dcgan", {}, real.image_shape, hparams, device="cpu")
+        model.discriminator = MeanBrightness(sign)
+        model.train()
+        found[sign] = ood_metrics(model, images, {"noise": noise}, batch_size=100)
+        assert set(found[sign]) == {key}
+        assert model.training  # the score left the model in the mode it found it
+    assert found[-1.0][key] == pytest.approx(expected, abs=1e-9)
+    assert found[1.0][key] == pytest.approx(1 - expected, abs=1e-9)
 
 
 def test_a_missing_ood_dataset_is_one_line_exit_2_before_any_training(write_suite, tmp_path):
@@ -210,7 +252,8 @@ def test_latent_probes_read_the_classes_and_have_a_random_baseline(real):
     assert not torch.equal(twin.encoder.head.weight, model.encoder.head.weight)
     metrics = probe_metrics(model, real.train, real.eval, batch_size=100)
     assert set(metrics) == {
-        keys.probe_key(features, random)
+        key(features, random)
+        for key in (keys.probe_key, keys.probe_converged_key)
         for features in ("encoder", "discriminator")
         for random in (False, True)
     }

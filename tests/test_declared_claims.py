@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from bench import keys
 from bench.cli import main
-from bench.report.claims import CONTRADICTED, HOLDS, UNDECIDED, evaluate_claims
+from bench.report.claims import CONTRADICTED, HOLDS, MIXED, UNDECIDED, evaluate_claims
 from bench.suite.schema import ClaimConfig
 from tests.conftest import TINY_SUITE
 
@@ -48,7 +48,8 @@ def test_holds_contradicted_and_undecided():
         ],
     )
     assert [r.verdict for r in results] == [HOLDS, CONTRADICTED, UNDECIDED]
-    assert len(results[0].better) == 6 and len(results[0].worse) == 3  # pooled seeds
+    assert [p.name for p in results[0].pairs] == ["gan vs vae", "gan2 vs vae"]  # never pooled
+    assert results[0].p_value == max(p.p_value for p in results[0].pairs)  # the IUT's p
     # one Holm correction over the three: the smallest raw p is multiplied by 3
     smallest = min(r.p_value for r in results)
     assert min(r.adjusted_p for r in results) == pytest.approx(3 * smallest)
@@ -63,25 +64,25 @@ def test_a_side_with_a_failed_seed_cannot_win_its_claim():
     assert contradicted.adjusted_p < 0.05 and contradicted.verdict == UNDECIDED
 
 
-def test_a_side_with_seeds_not_run_yet_cannot_win_its_claim():
-    """The GAN side pools two variants; one has not run yet, so the side is not the declared one."""
-    frame = cells({"gan": [10.0, 11.0, 10.5], "vae": [30.0, 31.0, 29.5]})
-    frame.loc[len(frame)] = {"label": "gan2", "seed": 0, "status": "not run"}
+def test_a_variant_with_seeds_not_run_yet_cannot_win_its_pair():
+    """gan2 has finished two of its three seeds: its pair with vae is significant but not
+    decided, so the claim does not hold yet; with every seed in, it does."""
+    frame = cells({"gan": [10.0, 11.0, 10.5], "gan2": [10.2, 10.8], "vae": [30.0, 31.0, 29.5]})
+    frame.loc[len(frame)] = {"label": "gan2", "seed": 2, "status": "not run"}
     (result,) = evaluate_claims(frame, [claim(["gan", "gan2"], ["vae"])])
-    assert result.adjusted_p < 0.05 and result.missing_better == 1
-    assert result.verdict == UNDECIDED and "without a result yet" in result.why
+    assert result.adjusted_p < 0.05 and result.sides["gan2"].missing == 1
+    assert result.verdict == MIXED
+    assert "gan2 vs vae: significant, but gan2 has seeds without a result yet" in result.why
     (complete,) = evaluate_claims(frame[frame["label"] != "gan2"], [claim(["gan"], ["vae"])])
     assert complete.verdict == HOLDS
 
 
-def test_a_claim_is_undecided_while_the_losing_side_has_seeds_not_run_yet():
-    """The VAE side lost on its one finished seed so far: its seeds still to come may turn it."""
+def test_a_variant_with_no_finished_seed_leaves_its_claim_untestable():
     frame = cells({"gan": [10.0, 11.0, 10.5], "vae": [30.0, 31.0, 29.5]})
     frame.loc[len(frame)] = {"label": "vae2", "seed": 0, "status": "not run"}
     (result,) = evaluate_claims(frame, [claim(["gan"], ["vae", "vae2"])])
-    assert result.adjusted_p < 0.05 and result.better_wins and result.missing_worse == 1
-    assert result.verdict == UNDECIDED
-    assert "the worse side has 1 seed(s) without a result yet" in result.why
+    assert result.p_value is None and result.verdict == UNDECIDED
+    assert "gan vs vae2: not testable" in result.why
 
 
 def test_a_claim_with_one_seed_a_side_is_not_testable():

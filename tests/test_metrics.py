@@ -328,10 +328,12 @@ def test_each_generated_image_goes_through_the_domain_classifier_once(fresh_eval
         keys.precision_key("domain"): reference[torch_fidelity.KEY_METRIC_PRECISION],
         keys.recall_key("domain"): reference[torch_fidelity.KEY_METRIC_RECALL],
     }
-    # same features, same torch-fidelity functions: equal up to float64 rounding (rel 1e-9);
+    # same features, same torch-fidelity functions: equal up to float64 rounding (rel 1e-9), FID
+    # up to rel 1e-6 (its statistics are float64 here, torch-fidelity's feature mean float32);
     # precision and recall (fractions of counts) exactly
     for key, value in expected.items():
-        assert full[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        rel = 1e-6 if key == keys.fid_key("domain") else 1e-9
+        assert full[key] == pytest.approx(value, rel=rel, abs=1e-12), key
         if key in (keys.fid_key("domain"), keys.kid_key("domain"), keys.kid_std_key("domain")):
             assert cheap[key] == full[key], key
         else:

@@ -263,7 +263,11 @@ def test_fid_in_the_rotation_space_grows_with_blur_and_noise(rotation_space):
 
 
 def score_json(*args: str) -> tuple[int, dict | str]:
-    result = CliRunner().invoke(main, ["score", *args, "--format", "json", "--device", "cpu"])
+    # the domain space only: Inception on 2 CPU cores is ~8 images/s (tests/test_fidelity.py and
+    # tests/test_inception_weights.py cover `bench score`'s Inception metrics)
+    result = CliRunner().invoke(
+        main, ["score", *args, "--no-inception", "--format", "json", "--device", "cpu"]
+    )
     if result.exit_code != 0:
         return result.exit_code, result.output
     return 0, json.loads(result.stdout.strip().splitlines()[-1])
@@ -324,6 +328,7 @@ def test_score_keys_are_the_keys_a_run_logs(image_sets, write_suite, tracking_ur
         budget: {{steps: 2, batch_size: 16, latent_dim: 8, width: 8, n_critic: 1}}
         seeds: [0]
         evaluation: {{num_samples: 64, batch_size: 32, calibration_samples: 64, grid_size: 16,
+                     feature_extractors: [domain],
                      interp_pairs: 2}}
         models: [{{label: dcgan, model: dcgan}}]
         """
@@ -387,7 +392,7 @@ def test_a_flat_64_pixel_folder_trains_every_variant_without_labels(tmp_path, tr
             budget: {{steps: 2, batch_size: 8, latent_dim: 8, width: 8, n_critic: 1}}
             seeds: [0]
             evaluation: {{num_samples: 32, batch_size: 16, calibration_samples: 64, grid_size: 16,
-                         interp_pairs: 2}}
+                         feature_extractors: [domain], interp_pairs: 2}}
             models:
               - {{label: vae, model: vae}}
               - label: dcgan-{{loss}}

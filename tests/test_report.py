@@ -65,6 +65,7 @@ evaluation:
   batch_size: 16
   calibration_samples: 64
   grid_size: 16
+  feature_extractors: [domain]
   every_epochs: 1
   interp_pairs: 2
   interp_steps: 4
@@ -323,7 +324,9 @@ def test_metric_directions_and_welch():
     assert welch_p_value([1.0, 1.0], [2.0, 2.0]) == 0.0  # no spread, different: certain
     assert welch_p_value([1.0, 1.0], [1.0, 1.0]) is None  # the same value everywhere
     counts = {keys.GENERATOR_UPDATES, keys.DISCRIMINATOR_UPDATES, keys.IMAGES_SEEN}
-    assert {m.key for m in metric_specs() if m.lower_is_better is None} == counts  # no direction
+    baselines = {keys.probe_key(f, random=True) for f in ("encoder", "discriminator")}
+    no_direction = {m.key for m in metric_specs() if m.lower_is_better is None}
+    assert no_direction == counts | baselines
     assert format_mean_ci(12.123, 0.4321, 3) == "12.12 ± 0.43"
     assert format_mean_ci(12.123, float("nan"), 1) == "12.12 (1 seed)"
     assert format_mean_ci(1.086e-9, 9.3e-11, 3) == "(1.086 ± 0.093)e-9"

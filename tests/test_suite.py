@@ -32,7 +32,7 @@ def test_grid_expands_to_seven_variants_with_labels(write_suite):
 
 
 def test_defaults_are_filled(write_suite):
-    suite = load_suite(write_suite())
+    suite = load_suite(write_suite(TINY_SUITE.replace("  feature_extractors: [domain]\n", "")))
     assert suite.dataset.train_split == "train" and suite.dataset.eval_split == "test"
     assert suite.budget.betas == (0.5, 0.999)
     assert suite.budget.lr_g == 2e-4

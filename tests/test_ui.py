@@ -38,6 +38,7 @@ evaluation:
   batch_size: 16
   calibration_samples: 64
   grid_size: 16
+  feature_extractors: [domain]
   interp_pairs: 2
   interp_steps: 4
   interp_strips: 2

@@ -1,6 +1,8 @@
 """Many workers, one tracking server: independent `bench run` processes of one suite against a real
-`mlflow server` on the loopback (as a SLURM job array would run them) train every cell once, take
-over a killed worker's cell after its lease, and make a search's choice as one worker would."""
+`mlflow server` on the loopback (as a SLURM job array would run them) train every cell once, also
+when one worker's clock runs behind, take over a killed worker's cell after its lease, leave a
+worker that was paused past its lease to stop without writing, and make a search's choice as one
+worker would."""
 
 from __future__ import annotations
 
@@ -19,6 +21,13 @@ from bench.tracking.store import experiment_id
 from tests.test_ui import free_port, wait_until_serving
 
 BENCH = [sys.executable, "-c", "from bench.cli import main; main()", "run"]
+# a worker on a machine whose clock runs 90 s behind: MLflow's client stamps start times with it
+BEHIND = [
+    sys.executable, "-c",
+    "import time; wall, wall_ns = time.time, time.time_ns; time.time = lambda: wall() - 90; "
+    "time.time_ns = lambda: wall_ns() - 90 * 10**9; from bench.cli import main; main()",
+    "run",
+]  # fmt: skip
 
 SUITE = """
 name: {name}
@@ -35,6 +44,7 @@ models:
 MODELS = """  - {label: vae, model: vae}
   - {label: dcgan-bce, model: dcgan, options: {loss: bce}}
 """
+VAE = "  - {label: vae, model: vae}\n"
 SEARCH = """search:
   trials: 3
   budget: {steps: 3}
@@ -82,13 +92,14 @@ def write(folder: Path, name: str, steps=4, seeds="[0, 1, 2]", search="", checkp
     return path
 
 
-def start(path: Path, uri: str, checkpoints: Path, log: Path, *extra: str, host: str | None = None):
+def start(path: Path, uri: str, checkpoints: Path, log: Path, *extra: str, host: str | None = None,
+          command=BENCH):  # fmt: skip
     environment = dict(os.environ)
     if host is not None:
         environment["BENCH_WORKER_HOST"] = host  # as if the worker ran on another machine
     with log.open("w") as output:
         return subprocess.Popen(
-            [*BENCH, str(path), "--tracking-uri", uri, "--checkpoint-dir", str(checkpoints),
+            [*command, str(path), "--tracking-uri", uri, "--checkpoint-dir", str(checkpoints),
              "--no-progress", *extra],
             stdout=output, stderr=subprocess.STDOUT, env=environment, start_new_session=True,
         )  # fmt: skip
@@ -154,6 +165,28 @@ def test_three_workers_train_every_cell_exactly_once(server, tmp_path):
     assert all("0 failed" in out for out in outputs)
 
 
+@pytest.mark.slow  # 2 worker processes and a server: ~1-3 min on 2 cores
+def test_a_worker_whose_clock_runs_90_s_behind_trains_no_cell_twice(server, tmp_path):
+    """Neither liveness nor the election compares clocks: the worker behind stamps its claims 90 s
+    earlier (older than any of the other's) and its heartbeats 90 s late, far beyond the lease."""
+    path = write(tmp_path, "skewed", steps=30)  # cells long enough for both workers to train
+    logs = [tmp_path / "on-time.log", tmp_path / "behind.log"]
+    workers = [
+        start(path, server, tmp_path / "ck", logs[0], "--lease", "30", host="machine-a"),
+        start(path, server, tmp_path / "ck", logs[1], "--lease", "30", host="machine-b",
+              command=BEHIND),
+    ]  # fmt: skip
+    outputs = finish(list(zip(workers, logs, strict=True)))
+    runs = cell_runs(server, "skewed")
+    cells = by_cell(runs)
+    assert len(cells) == 6
+    assert all([r.info.status for r in rs] == ["FINISHED"] for rs in cells.values()), cells
+    assert sum(run.data.metrics[keys.GENERATOR_UPDATES] for run in runs) == 6 * 30
+    assert sum(out.count(": finished\n") for out in outputs) == 6
+    hosts = {run.data.tags[keys.TAG_WORKER].split("/")[0] for run in runs}
+    assert hosts == {"machine-a", "machine-b"}  # both trained cells: the skew was in play
+
+
 # The lease must outlast the second worker's start (imports, data, its first look at the claims):
 # at 25 s a loaded CI machine once took longer, and the second worker found the claim already dead.
 LEASE = "60"
@@ -185,6 +218,44 @@ def test_a_killed_workers_cell_is_taken_over_after_its_lease(server, tmp_path):
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
     assert run.data.metrics[keys.GENERATOR_UPDATES] == 1500
     assert run.data.tags[keys.TAG_WORKER].startswith("machine-b/")
+
+
+@pytest.mark.slow  # two workers one after the other, the first paused then continued: ~2 min
+def test_a_worker_paused_past_its_lease_stops_without_writing(server, tmp_path):
+    """Worker A is stopped (SIGSTOP) mid-cell; B watches A's claim stay silent for the lease and
+    resumes A's run from A's checkpoint. Continued, A finds out at its next step boundary (its
+    monotonic clock ran on while it was stopped) and writes nothing more: every step is logged
+    once, and the run finishes once, by B."""
+    path = write(tmp_path, "paused", steps=400, seeds="[0]", checkpoint_every=50, models=VAE)
+    checkpoints = tmp_path / "ck"  # shared by both workers, as on a shared file system
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    first = start(path, server, checkpoints, logs[0], "--lease", "20", host="machine-a")
+    deadline = time.monotonic() + 240
+    while not list(checkpoints.rglob("checkpoint.pt")):
+        assert first.poll() is None, logs[0].read_text()[-3000:]
+        assert time.monotonic() < deadline, "the first worker wrote no checkpoint"
+        time.sleep(0.1)
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        (paused,) = cell_runs(server, "paused")
+        second = start(path, server, checkpoints, logs[1], "--lease", "20", host="machine-b")
+        while f"resuming run {paused.info.run_id}" not in logs[1].read_text():
+            assert second.poll() is None, logs[1].read_text()[-3000:]
+            assert time.monotonic() < deadline + 240, "the second worker took nothing over"
+            time.sleep(0.1)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    first_output, second_output = finish([(first, logs[0]), (second, logs[1])])
+    assert "vae/seed0: lost its claim on cell vae/seed0" in first_output
+    assert "; stopping without writing" in first_output
+    assert "vae/seed0: finished\n" not in first_output
+    (run,) = cell_runs(server, "paused")
+    assert run.info.run_id == paused.info.run_id and run.info.status == "FINISHED"
+    assert run.data.tags[keys.TAG_WORKER].startswith("machine-b/")
+    assert run.data.metrics[keys.GENERATOR_UPDATES] == 400
+    client = MlflowClient(server)
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, keys.train_key("loss"))]
+    assert sorted(steps) == list(range(10, 401, 10))  # each once: A logged nothing after
 
 
 @pytest.mark.slow  # one worker, then two at once, on a 10-cell search: ~90 s on 2 cores

@@ -17,6 +17,8 @@ import models
 from bench.cli.common import (
     EXIT_FAILED_CELLS,
     EXIT_INTERRUPTED,
+    load_plugins,
+    plugin_option,
     set_option,
     tracking_uri_option,
     user_errors,
@@ -36,9 +38,11 @@ def main():
 @main.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False))
 @set_option
+@plugin_option
 @user_errors
-def validate(suite_file, overrides):
+def validate(suite_file, overrides, plugin_files):
     """Check a suite file without running it."""
+    load_plugins(plugin_files)
     click.echo(describe.validated(suite_file, load_suite(suite_file, overrides)))
 
 
@@ -46,6 +50,7 @@ def validate(suite_file, overrides):
 @click.argument("suite_file", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="List the cells that would run, run nothing.")
 @set_option
+@plugin_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @tracking_uri_option
 @click.option(
@@ -73,6 +78,12 @@ def validate(suite_file, overrides):
     type=click.Choice(["fp32", "bf16"]),
     default=None,
     help="Override the suite's compute.precision (bf16: train steps under bfloat16 autocast).",
+)
+@click.option(
+    "--allow-slow-bf16",
+    is_flag=True,
+    help="Train in bf16 even where the device has no native bf16 (emulated: several times slower "
+    "than fp32; by default such a run is refused before it starts).",
 )
 @click.option(
     "--compile/--no-compile",
@@ -119,6 +130,7 @@ def run(
     suite_file,
     dry_run,
     overrides,
+    plugin_files,
     device,
     tracking_uri,
     data_root,
@@ -126,6 +138,7 @@ def run(
     progress,
     checkpoint_dir,
     precision,
+    allow_slow_bf16,
     compile_networks,
     parallel,
     executor,
@@ -138,6 +151,7 @@ def run(
     Finished cells are skipped; an interrupted cell resumes from its last checkpoint. Exit status:
     0 all cells finished, 1 a cell failed (the others still ran), 2 a user error, 130 / 143
     stopped by Ctrl-C / SIGTERM (rerun the same command to resume)."""
+    load_plugins(plugin_files)
     suite = load_suite(suite_file, overrides)
     compute = {"precision": precision, "compile": compile_networks}
     compute = {key: value for key, value in compute.items() if value is not None}
@@ -176,7 +190,10 @@ def run(
             "--lease": None if lease_seconds == 180.0 else f"{lease_seconds:g}",
         },
         compile_networks,
+        plugin_files,
     )
+    if allow_slow_bf16:
+        again += " --allow-slow-bf16"
     try:
         summary = run_suite(
             suite,
@@ -186,13 +203,14 @@ def run(
             rerun=rerun,
             progress=progress,
             echo=click.echo,
-            suite_text=describe.suite_text(suite_file, overrides),
+            suite_text=describe.suite_text(suite_file, overrides, plugin_files),
             checkpoint_dir=checkpoint_dir,
             parallel=parallel,
             executor=executor,
             ray_address=address,
             gpus_per_cell=gpus_per_cell,
             lease_seconds=lease_seconds,
+            allow_slow_bf16=allow_slow_bf16,
         )
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the first cell started
         click.echo(f'interrupted: rerun "{again}" to resume from the last checkpoints', err=True)
@@ -209,9 +227,12 @@ def run(
 
 
 @main.command(name="models")
-def list_models():
-    """List the registered models with their options and defaults, and the discriminator layers
-    (Dis_l, vaegan's dis_layer) that exist at each supported image size."""
+@plugin_option
+@user_errors
+def list_models(plugin_files):
+    """List the registered models with their options and defaults (those of --plugin files
+    too), and the discriminator layers (Dis_l, vaegan's dis_layer) at each supported image size."""
+    load_plugins(plugin_files)
     click.echo("\n".join(models.describe_models()))
 
 
@@ -233,12 +254,15 @@ def list_models():
     help="Output folder (default: reports/<suite name>/).",
 )
 @set_option
+@plugin_option
 @tracking_uri_option
 @user_errors
-def report(suite, output_format, out, overrides, tracking_uri):
+def report(suite, output_format, out, overrides, plugin_files, tracking_uri):
     """Render a comparison report of SUITE (a suite file or its experiment name) from MLflow, and
     export every cell run of its experiment as one table."""
     from bench.report.write import ALL, write_formats
+
+    load_plugins(plugin_files)  # a suite file's cells are matched by id: their models resolve
 
     formats = ALL if output_format == "all" else (output_format,)
     for line in write_formats(suite, tracking_uri, overrides, formats, out):
@@ -248,16 +272,18 @@ def report(suite, output_format, out, overrides, tracking_uri):
 @main.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False))
 @set_option
+@plugin_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @tracking_uri_option
 @click.option("--data-root", default=None, help="Dataset folder (as for bench run).")
 @user_errors
-def evaluate(suite_file, overrides, device, tracking_uri, data_root):
+def evaluate(suite_file, overrides, plugin_files, device, tracking_uri, data_root):
     """Re-score the finished cells of SUITE_FILE with the current evaluation code, from the
     weights each run logged, without retraining (bench/run/rescore.py); resumable."""
     from bench.run.rescore import rescore_suite
     from bench.tracking.store import absolute_uri, resolve_uri
 
+    load_plugins(plugin_files)
     suite = load_suite(suite_file, overrides)
     uri = absolute_uri(resolve_uri(tracking_uri))
     result = rescore_suite(suite, Path(suite_file).read_text(), uri, device, data_root, click.echo)

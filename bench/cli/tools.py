@@ -59,7 +59,14 @@ def images(dataset, out, flat, train_limit, eval_limit, crop, image_size, channe
     "--inception-weights",
     default=None,
     type=click.Path(dir_okay=False),
-    help="Inception-v3 weights file: adds the *_inception metrics.",
+    help="Inception-v3 weights file (torch-fidelity's format); default: torch hub's cache, "
+    "torch-fidelity's download, or the `inception` extra's network, converted once.",
+)
+@click.option(
+    "--inception/--no-inception",
+    default=True,
+    show_default=True,
+    help="The *_inception metrics (about 8 images/s on 2 CPU cores).",
 )
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -67,10 +74,11 @@ def images(dataset, out, flat, train_limit, eval_limit, crop, image_size, channe
 @user_errors
 def score(
     real, fake, dataset, train_domain, data_root, crop, image_size, channels, inception_weights,
-    batch_size, device, output_format,
+    inception, batch_size, device, output_format,
 ):  # fmt: skip
     """The harness's sample metrics of FAKE against REAL (each an image folder or an .npz), in the
-    feature spaces of a run; JSON keys are the runs' metric names."""
+    feature spaces of a run; JSON keys are the runs' metric names, plus inception_source (where
+    the Inception weights came from) or inception_skipped (why there are no Inception metrics)."""
     import json
 
     from bench.data.cache import default_cache_dir
@@ -80,13 +88,16 @@ def score(
 
     preprocessing = Preprocessing(crop, image_size, int(channels) if channels else None)
     log = (lambda line: click.echo(line, err=True)) if output_format == "json" else click.echo
-    metrics, header = scoring.score_paths(
+    metrics, header, tags = scoring.score_paths(
         real, fake, dataset, train_domain, data_root, preprocessing, channels is None,
         select_device(device), batch_size, inception_weights, default_cache_dir(), log,
+        inception,
     )  # fmt: skip
     if output_format == "json":
-        click.echo(json.dumps(metrics, sort_keys=True))
+        click.echo(json.dumps(metrics | tags, sort_keys=True))
         return
     click.echo(header)
     for name, value in metrics.items():  # the metric table's order
         click.echo(f"  {name:24s} {value:.6g}")
+    for name, value in tags.items():
+        click.echo(f"  {name}: {value}")

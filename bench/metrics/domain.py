@@ -59,6 +59,17 @@ CACHE_VERSION = "v1"
 EXTRACTOR_NAME = "bench-domain"
 
 
+def without(split: Split, held: Split) -> Split:
+    """`split` without every image that is also in `held` (equal pixels): the domain network's
+    training set when a search holds validation images out. A search's trials are scored in the
+    network's feature space against those images; had it learned them, the trials' real side
+    would be images it was fitted to, not fresh ones."""
+    seen = {image.numpy().tobytes() for image in held.images}
+    keep = torch.tensor([image.numpy().tobytes() not in seen for image in split.images])
+    labels = split.labels[keep] if split.labels is not None else None
+    return Split(split.images[keep], labels)
+
+
 def cache_path(
     name: str, fingerprint: str, cache_dir: str | Path | None = None, task: str = CLASSES
 ) -> Path:

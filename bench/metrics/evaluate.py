@@ -38,7 +38,9 @@ CALIBRATION_SEED_OFFSET = 3_000_003
 # Bump when the evaluation computes new metrics or changes one: `bench evaluate` re-scores every
 # finished run whose evaluation_version tag differs. 1: sharpness, data copying, probes, OOD.
 # 2: C_T from distances to the training points of the sample's own cell (Meehan et al.'s code).
-EVALUATION_VERSION = "2"
+# 3: FID statistics in float64; Inception features in float32 whatever autocast is on, with the
+#    weights of bench/metrics/inception_weights.py (so runs that skipped Inception get it).
+EVALUATION_VERSION = "3"
 # torch-fidelity's default; fidelity.kid_subset lowers it to half the smaller side
 KID_SUBSET_SIZE = 1000
 

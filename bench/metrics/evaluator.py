@@ -13,12 +13,13 @@ from pathlib import Path
 
 import torch
 
+from bench import keys
 from bench.data.cache import default_cache_dir
 from bench.data.config import DatasetConfig
 from bench.data.datasets import load_dataset
 from bench.data.images import DatasetNotFound, ImageData, Split, on_device, to_unit_range
 from bench.data.preprocess import Preprocessing
-from bench.metrics import domain, fidelity, memorisation, modes, ood
+from bench.metrics import domain, fidelity, inception_weights, memorisation, modes, ood
 from bench.metrics.interpolation import real_scale
 from bench.metrics.settings import OOD_SHIFTS, EvaluationConfig
 from bench.metrics.sharpness import laplacian_energy
@@ -37,6 +38,16 @@ class Evaluator:
     inception_skip_reason: str | None
     cache_dir: Path
     ood_sets: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    inception_source: str | None = None  # where inception_weights came from, in words
+
+    def inception_tags(self) -> dict[str, str]:
+        """The runs' provenance of the Inception metrics: where the weights came from, or why
+        there are none (no tag when the suite does not ask for Inception)."""
+        if self.inception_source is not None:
+            return {keys.TAG_INCEPTION_SOURCE: self.inception_source}
+        if self.inception_skip_reason is not None:
+            return {keys.TAG_INCEPTION_SKIPPED: self.inception_skip_reason}
+        return {}
 
     @property
     def spaces(self) -> list[str]:
@@ -136,12 +147,14 @@ def prepare(
     cache_dir: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> Evaluator:
-    """Train or load the domain classifier and locate the Inception weights, once per suite.
+    """Train or load the domain classifier and find the Inception weights (when asked for:
+    bench/metrics/inception_weights.py, which may convert them once), once per suite.
 
     The classifier is trained on the suite's whole training split (its train_split, without
-    train_limit and without a search's validation hold-out) and measured on its whole eval_split,
-    so that it is the same for every suite on that dataset and those splits; on unlabelled data
-    it learns the rotation task (bench/metrics/domain.py)."""
+    train_limit) less a search's validation images (domain.without: the trials are scored against
+    them, so the classifier must not have learned them) and measured on its whole eval_split, so
+    that it is the same for every suite on that dataset and those splits (and validation set);
+    on unlabelled data it learns the rotation task (bench/metrics/domain.py)."""
     cache_dir = cache_dir or default_cache_dir()
     full = data
     limited = dataset.train_limit is not None or dataset.eval_limit is not None
@@ -155,6 +168,9 @@ def prepare(
             cache_dir=cache_dir,
             **dataset.load_options(),
         )
+    if data.validation is not None:  # a new fingerprint, hence its own cached classifier
+        train = domain.without(full.train, data.validation)
+        full = dataclasses.replace(full, train=train, _fingerprint=None)
     classifier, accuracy = domain.load_or_train(
         full.cache_tag,
         full.fingerprint,
@@ -169,11 +185,11 @@ def prepare(
     classifier_path = domain.cache_path(
         full.cache_tag, full.fingerprint, cache_dir, domain.task_for(full.num_classes)
     )
-    inception_weights, skip_reason = None, None
+    weights, skip_reason = None, None
     if "inception" in config.feature_extractors:
-        inception_weights = fidelity.inception_weights_path(config.inception_weights)
-        if inception_weights is None:
-            skip_reason = fidelity.inception_skip_reason()
+        weights = inception_weights.resolve(config.inception_weights, cache_dir=cache_dir, log=log)
+        if weights is None:
+            skip_reason = inception_weights.skip_reason()
             log(skip_reason)
     ood_sets = load_ood_sets(config, data, cli_root, cache_dir)
     return Evaluator(
@@ -184,10 +200,11 @@ def prepare(
         classifier=classifier,
         classifier_path=classifier_path,
         classifier_accuracy=accuracy,
-        inception_weights=inception_weights,
+        inception_weights=weights.path if weights is not None else None,
         inception_skip_reason=skip_reason,
         cache_dir=cache_dir,
         ood_sets=ood_sets,
+        inception_source=weights.source if weights is not None else None,
     )
 
 
@@ -219,7 +236,8 @@ def load_ood_sets(
 def scoring_on(evaluator: Evaluator, split: Split) -> Evaluator:
     """The same evaluator (classifier, settings, training pool) scoring against `split`
     instead of the evaluation split: a search's validation images. Its real features and scale
-    are those of `split`, cached under its own digest."""
+    are those of `split`, cached under its own digest, and so are its OOD shifts."""
     data = dataclasses.replace(evaluator.data, eval=split)
     images = on_device(split.images, evaluator.device, "validation set")
-    return dataclasses.replace(evaluator, data=data, eval_images=images)
+    sets = ood.validation_sets(evaluator.ood_sets, split.images, evaluator.config.ood_images)
+    return dataclasses.replace(evaluator, data=data, eval_images=images, ood_sets=sets)

@@ -9,8 +9,8 @@ models know what they don't know?") found a VAE trained on Fashion-MNIST giving 
     elbo   the negative ELBO under the model's own likelihood (models with an encoder;
            GenerativeModel.negative_elbo)
     recon  the pixel reconstruction error, squared, per image (models with an encoder)
-    disc   minus the discriminator's or critic's output (models with a discriminator: it scores
-           real-looking images high)
+    disc   minus the discriminator's or critic's output (models with a discriminator on images:
+           it scores real-looking images high)
 
 and logs `ood_auroc_<score>_<set>`, scikit-learn's roc_auc_score with the out-of-distribution
 images as the positive class: 1 separates them perfectly, 0.5 is chance, below 0.5 the model
@@ -55,6 +55,18 @@ def subset(images: torch.Tensor, n: int, seed: int = OOD_SEED) -> torch.Tensor:
     return images[torch.randperm(len(images), generator=generator)[:n].sort().values]
 
 
+def validation_sets(
+    sets: dict[str, torch.Tensor], images: torch.Tensor, n: int
+) -> dict[str, torch.Tensor]:
+    """The OOD sets of a search's validation evaluation: each shift made of the validation images
+    (`images`), as the evaluation's are made of the evaluation images, so that scoring a trial
+    never reads the test split. A dataset set (its own test split, another dataset) stays."""
+    return {
+        name: shifted(subset(images, n), name) if name in OOD_SHIFTS else other
+        for name, other in sets.items()
+    }
+
+
 def auroc(in_scores: torch.Tensor, out_scores: torch.Tensor) -> float:
     """AUROC of anomaly scores, out-of-distribution as the positive class."""
     labels = [0] * len(in_scores) + [1] * len(out_scores)
@@ -72,7 +84,7 @@ def score_functions(model) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
             return (model.decode(model.encode(x)) - x.to(model.device)).pow(2).flatten(1).sum(1)
 
         functions["recon"] = recon
-    if model.has_discriminator:
+    if model.has_discriminator and model.discriminator_on_images:
 
         @torch.no_grad()
         def disc(x: torch.Tensor) -> torch.Tensor:

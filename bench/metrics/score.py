@@ -8,9 +8,10 @@ The feature space is a run's domain space: the domain network of the dataset nam
 `dataset` (the very network, from the same cache, that a suite on that dataset uses), or one
 trained on REAL itself (`train_domain`): a classifier when REAL has class folders or labels, the
 rotation network otherwise, trained on a seeded 90% of REAL and measured on the rest; FAKE is then
-scored against that held-out 10% only, never against images the feature network learned. With
-Inception weights, the `*_inception` metrics come too. Every metric has the name a run logs it
-under (bench/keys.py), so a score sits beside a run in the same table.
+scored against that held-out 10% only, never against images the feature network learned. The
+`*_inception` metrics come too (unless `inception=False`), with the weights a run would use
+(bench/metrics/inception_weights.py), and where they came from. Every metric has the name a run
+logs it under (bench/keys.py), so a score sits beside a run in the same table.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_image, read_file
 
+from bench import keys
 from bench.data.cache import default_cache_dir
 from bench.data.config import DATASETS
 from bench.data.datasets import load_dataset, split_pool
@@ -37,7 +39,7 @@ from bench.data.image_files import (
 )
 from bench.data.images import Split
 from bench.data.preprocess import Preprocessing
-from bench.metrics import domain, fidelity, modes
+from bench.metrics import domain, fidelity, inception_weights, modes
 from bench.metrics.evaluate import KID_SUBSET_SIZE
 from bench.metrics.settings import ScoreArgumentError
 from bench.metrics.table import metric_specs
@@ -239,13 +241,15 @@ def score_paths(
     channels_free: bool,
     device: torch.device,
     batch_size: int,
-    inception_weights: str | None,
+    weights_file: str | None,
     cache_dir: Path,
     log: Callable[[str], None],
-) -> tuple[dict[str, float], str]:
-    """`bench score`: the metrics of the set at `fake` against the one at `real`, and a line
-    saying what was scored in which feature space: `dataset`'s domain network, or one trained on
-    `real` (`train_domain`). With `dataset` and no channels given (`channels_free`), the sets are
+    inception: bool = True,
+) -> tuple[dict[str, float], str, dict[str, str]]:
+    """`bench score`: the metrics of the set at `fake` against the one at `real`, a line saying
+    what was scored in which feature space (`dataset`'s domain network, or one trained on `real`:
+    `train_domain`), and the runs' Inception tags: where the weights came from, or why there are
+    no Inception metrics. With `dataset` and no channels given (`channels_free`), the sets are
     read with that dataset's network's channels."""
     if (dataset is None) == (not train_domain):
         raise ScoreArgumentError("pass either --dataset NAME or --train-domain (the feature space)")
@@ -253,9 +257,10 @@ def score_paths(
         raise ScoreArgumentError(
             f"--dataset {dataset!r} is unknown; use one of {', '.join(DATASETS)}"
         )
-    weights = Path(inception_weights) if inception_weights is not None else None
-    if weights is not None and not weights.is_file():
-        raise ScoreArgumentError(f"--inception-weights {weights} does not exist")
+    if weights_file is not None and not inception:
+        raise ScoreArgumentError("--inception-weights and --no-inception contradict each other")
+    if weights_file is not None and not Path(weights_file).expanduser().is_file():
+        raise ScoreArgumentError(f"--inception-weights {weights_file} does not exist")
     if dataset is not None and channels_free:
         preprocessing = network_channels(dataset, data_root, preprocessing, (real, fake))
     real_set = read_image_set(real, preprocessing, cache_dir)
@@ -263,12 +268,20 @@ def score_paths(
     network, which, reference = domain_network(
         real_set, real, dataset, data_root, preprocessing, device, cache_dir, log
     )
+    weights, tags = None, {}
+    if inception:
+        found = inception_weights.resolve(weights_file, "--inception-weights", cache_dir, log)
+        if found is None:
+            tags = {keys.TAG_INCEPTION_SKIPPED: inception_weights.skip_reason()}
+            log(tags[keys.TAG_INCEPTION_SKIPPED])
+        else:
+            weights, tags = found.path, {keys.TAG_INCEPTION_SOURCE: found.source}
     metrics = score(reference, fake_set, network, device, batch_size, weights, cache_dir)
     header = (
         f"{fake} ({len(fake_set.images)} images) against {real} ({len(real_set.images)} images), "
         f"in the feature space of {which}:"
     )
-    return in_table_order(metrics), header
+    return in_table_order(metrics), header, tags
 
 
 def in_table_order(metrics: dict[str, float]) -> dict[str, float]:

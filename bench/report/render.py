@@ -22,6 +22,7 @@ from bench.report.artifacts import download
 from bench.report.claims import CLAIMS_NOTE, claim_rows, evaluate_claims
 from bench.report.load import Report, generated_at
 from bench.report.provenance import OPTIMIZER_PARAMS
+from bench.report.published import declared_published, published_sections
 from bench.report.search import SearchReport
 from bench.report.search_section import search_context
 from bench.report.stats import (
@@ -154,6 +155,9 @@ def build_context(report: Report, images: Path, scratch: Path) -> dict:
         "search": search_context(report, colours, images),
         "claims": claim_rows(evaluate_claims(report.cells, report.claims)),
         "claims_note": f"{CLAIMS_NOTE} These claims were {report.claims_source}.",
+        "published": published_sections(
+            report.cells, report.variants, report.runs, declared_published(report.suite_text)
+        ),
     }
 
 

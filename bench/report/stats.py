@@ -10,6 +10,9 @@ the Inception weights never changes a domain star. Failures count: a variant wit
 diverged seed never earns the star (its finished seeds alone would judge it on its survivors), and
 every comparison states each side's failed seeds beside its Welch p.
 
+A finished seed without a value of a metric (while the variant's other seeds have one) counts as
+a failed seed of that metric's comparison, never silently left out.
+
 Every function here takes a plain DataFrame of cells (columns label, seed, status and one column
 per metric key), so the statistics can be checked on hand-built frames.
 """
@@ -115,6 +118,9 @@ class Comparison:
     # label -> seeds with no result yet (never run, or still running / their process died), of
     # every variant of the report, also those with no value of this metric yet
     missing: dict[str, int] = field(default_factory=dict)
+    # label -> finished seeds without a value of this metric, counted in `failed` too: leaving
+    # them out would judge a variant on the seeds that produced one (survivor bias)
+    no_value: dict[str, int] = field(default_factory=dict)
 
     @property
     def family(self) -> str:
@@ -203,11 +209,12 @@ def compare(cells: pd.DataFrame, metric: Metric, variants: list[str]) -> Compari
     finished = cells[(cells["status"] == keys.STATUS_FINISHED)]
     if metric.key not in finished or metric.lower_is_better is None:
         return None
-    values = {
-        label: finished.loc[finished["label"] == label, metric.key].dropna().tolist()
-        for label in variants
-    }
+    column = {label: finished.loc[finished["label"] == label, metric.key] for label in variants}
+    values = {label: c.dropna().tolist() for label, c in column.items()}
     values = {label: v for label, v in values.items() if v}
+    # a variant with the metric on some seeds but not others lost those seeds; one with no value
+    # at all is one the metric does not apply to (no encoder for recon_mse)
+    no_value = {label: int(column[label].isna().sum()) for label in values}
     if not values:
         return None
     sign = 1 if metric.lower_is_better else -1
@@ -226,10 +233,12 @@ def compare(cells: pd.DataFrame, metric: Metric, variants: list[str]) -> Compari
         others,
         failed={
             label: int(counts.loc[label, "failed"] + counts.loc[label, "diverged_attempts"])
+            + no_value[label]
             for label in values
         },
         cells={label: int(counts.loc[label, "cells"]) for label in values},
         missing={label: int(n) for label, n in counts["missing"].items()},
+        no_value=no_value,
     )
 
 

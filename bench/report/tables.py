@@ -235,6 +235,8 @@ def describe(comparison: Comparison, summary: pd.DataFrame) -> dict:
         failed = comparison.failed.get(label, 0)
         if failed:
             value += f"; {failed} failed of {comparison.cells[label]} seeds (attempts included)"
+            if comparison.no_value.get(label):
+                value += f", {comparison.no_value[label]} of them finished without a value"
         missing = comparison.missing.get(label, 0)
         if missing:
             value += f"; {missing} of {comparison.cells[label]} seeds without a result yet"
@@ -252,7 +254,13 @@ def describe(comparison: Comparison, summary: pd.DataFrame) -> dict:
     elif comparison.best_failed:
         verdict = (
             f"No ★: {comparison.best} has {comparison.best_failed} failed or diverged run(s) "
-            f"among its {comparison.cells[comparison.best]} seeds, and its mean is over the "
+            f"among its {comparison.cells[comparison.best]} seeds"
+            + (
+                f" ({comparison.no_value[comparison.best]} of them finished without a value)"
+                if comparison.no_value.get(comparison.best)
+                else ""
+            )
+            + ", and its mean is over the "
             "seeds that finished; tied: " + ", ".join(comparison.tied) + "."
         )
     elif comparison.best_missing:

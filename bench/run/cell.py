@@ -33,10 +33,11 @@ import torch
 import models
 from bench import keys, tracking
 from bench.metrics import evaluate
-from bench.run import checkpoint
+from bench.run import checkpoint, hardware
 from bench.run.artifacts import log_artifacts, log_served_model
 from bench.run.context import SuiteContext, stop_on_signals
 from bench.run.train import (
+    MEMORY_FORMAT_NAMES,
     MEMORY_FORMATS,
     Diverged,
     Interrupted,
@@ -135,9 +136,8 @@ def fail_lost_cell(context: SuiteContext, cell: Cell, reason: str, pid: int | No
     failed run starts over on the next `bench run`): those of process `pid` of this machine, or
     without a pid those whose claim is not live. A live claim of another worker is never ended."""
     for run in tracking.running_runs(context.client, context.experiment, cell.id):
-        owner = claims.worker_of(run).split("/")
         if pid is not None:
-            lost = owner[:2] == [claims.host(), str(pid)] or keys.TAG_WORKER not in run.data.tags
+            lost = claims.is_process(run, pid) or keys.TAG_WORKER not in run.data.tags
         else:
             lost = not claims.is_live(run, context.lease)
         if lost:
@@ -152,38 +152,60 @@ class HeldElsewhere(Exception):
         self.worker = worker
 
 
-def claim_cell(cell: Cell, context: SuiteContext) -> str:
-    """A new run of `cell` that holds its claim (the oldest live claim wins; a later one is
-    withdrawn), or HeldElsewhere. Its params and dataset inputs are logged only once it holds."""
+def claim_cell(cell: Cell, context: SuiteContext) -> claims.Claim:
+    """A claim on a new run of `cell` that holds the cell (bench/tracking/claims.py: flag, then
+    check), or HeldElsewhere. When every candidate withdrew in a race, it tries again after a
+    random pause. Params and dataset inputs are logged only once it holds (open_cell_run)."""
     client, experiment, lease = context.client, context.experiment, context.lease
-    held = claims.holder(tracking.running_runs(client, experiment, cell.id), lease)
-    if held is not None:
-        worker = claims.worker_of(held)
-        raise HeldElsewhere(worker, f"held by worker {worker} (run {held.info.run_id})")
-    tags = dict(context.tags) | claims.claim_tags()
+    tags = dict(context.tags)
     if context.evaluator.inception_skip_reason:
         tags[keys.TAG_INCEPTION_SKIPPED] = context.evaluator.inception_skip_reason
-    mine = tracking.create_cell_run(client, experiment, cell, tags)
-    time.sleep(lease.settle)
-    held = claims.holder(tracking.running_runs(client, experiment, cell.id), lease, mine)
-    finished = None if context.rerun else tracking.finished_run(client, experiment, cell.id)
-    if held.info.run_id != mine or finished is not None:
-        claims.withdraw(client, mine)
+
+    def claims_of_cell() -> list:
+        return tracking.running_runs(client, experiment, cell.id)
+
+    def create_run(claim_tags: dict[str, str]) -> str:
+        return tracking.create_cell_run(client, experiment, cell, tags | claim_tags)
+
+    rival = None
+    for attempt in range(claims.ATTEMPTS):
+        if attempt:
+            claims.retry_pause(lease)
+        held = claims.holder(claims_of_cell(), lease)
+        if held is not None:
+            raise _held_by(held)
+        claim = claims.new_claim(client, lease, create_run)
+        election = claim.elect(claims_of_cell)
+        finished = None if context.rerun else tracking.finished_run(client, experiment, cell.id)
         if finished is not None:
+            if election.held:
+                claims.withdraw(client, claim.run_id)
             raise HeldElsewhere(claims.worker_of(finished), "finished by another worker")
-        worker = claims.worker_of(held)
-        raise HeldElsewhere(worker, f"held by worker {worker} (run {held.info.run_id})")
-    return mine
+        if election.held:
+            return claim
+        if election.rival is not None:
+            rival = election.rival
+        if not election.contested:
+            break
+    if rival is None:
+        raise HeldElsewhere("", f"no claim won {claims.ATTEMPTS} elections; waiting to retry")
+    raise _held_by(rival)
 
 
-def open_cell_run(cell: Cell, context: SuiteContext, folder: Path, prefix: str):
-    """(run id, checkpoint or None) once this worker holds the cell's claim: the cell's interrupted
-    run with its checkpoint when one is here (taken over from a dead worker, or our own killed
-    one), else the claim's new run. Runs of the cell that no live worker holds and that cannot be
-    resumed are ended as KILLED, so that no run stays RUNNING forever. HeldElsewhere when another
-    worker holds the cell."""
+def _held_by(run) -> HeldElsewhere:
+    worker = claims.worker_of(run)
+    return HeldElsewhere(worker, f"held by worker {worker} (run {run.info.run_id})")
+
+
+def open_cell_run(
+    cell: Cell, context: SuiteContext, folder: Path, prefix: str, claim: claims.Claim
+) -> dict | None:
+    """The checkpoint to resume from, or None, once `claim` holds the cell: the cell's
+    interrupted run with its checkpoint when one is here (taken over from a dead worker, or our
+    own killed one) becomes the claim's run; else the claim's new run is described. Runs of the
+    cell that no live worker holds and that cannot be resumed are ended as KILLED, so that no run
+    stays RUNNING forever. ClaimLost when the claim was lost meanwhile."""
     client, experiment, echo = context.client, context.experiment, context.echo
-    mine = claim_cell(cell, context)
     saved = None
     if not context.rerun:
         try:
@@ -199,49 +221,53 @@ def open_cell_run(cell: Cell, context: SuiteContext, folder: Path, prefix: str):
         saved = None
     if saved is not None and not tracking.resumable(client, experiment, cell.id, saved["run_id"]):
         saved = None  # its run failed (it would fail again), or belongs to another store
-    resumed = saved["run_id"] if saved is not None else None
-    if resumed is not None:
-        # The interrupted run holds the claim from now on, not the new one: live (RUNNING, a
-        # fresh heartbeat, and older than any claim) before the new one is withdrawn, so that no
-        # other worker ever sees the cell unclaimed.
-        claims.take_over(client, resumed)
-        tracking.reopen(client, resumed)
-        claims.withdraw(client, mine)
+    if saved is not None:
+        claim.take_over(saved["run_id"])  # held by us before the elected run is withdrawn
     for run in tracking.running_runs(client, experiment, cell.id):
-        if run.info.run_id in (resumed, mine) or claims.is_live(run, context.lease):
+        if run.info.run_id == claim.run_id or claims.is_live(run, context.lease):
             continue
         why = "--rerun starts over" if context.rerun else f"none usable in {folder}"
         reason = f"interrupted before the first checkpoint ({why})"
+        claim.check()
         tracking.fail(client, run.info.run_id, reason, killed=True)
     if saved is not None:
-        echo(f"{prefix}: resuming run {resumed} from step {saved['step']} ({folder})")
-        return resumed, saved
+        echo(f"{prefix}: resuming run {claim.run_id} from step {saved['step']} ({folder})")
+        return saved
+    claim.check()
     checkpoint.remove(folder)  # a failed run's last good checkpoint: this cell starts over
-    tracking.describe_cell_run(client, mine, cell, context.evaluator_for(cell).data)
-    return mine, None
+    tracking.describe_cell_run(client, claim.run_id, cell, context.evaluator_for(cell).data)
+    return None
 
 
 def run_cell(cell: Cell, context: SuiteContext, description: str) -> str | None:
     """Train and evaluate one cell into its own MLflow run; None on success, else the reason.
-    Raises Interrupted (after a checkpoint) when a stop signal arrived during training."""
+    Raises Interrupted (after a checkpoint) when a stop signal arrived during training, and
+    HeldElsewhere when another worker holds the cell or took it over: a worker that lost its
+    claim stops without writing anything more to the run or its checkpoint folder."""
     started = time.perf_counter()
-    client = context.client
     folder = checkpoint.cell_folder(context.checkpoint_root, cell.suite, cell.id)
-    run_id, resume = open_cell_run(cell, context, folder, description)
-    with claims.heartbeat(client, run_id, context.lease):
-        return _train_and_evaluate(cell, context, description, run_id, resume, folder, started)
+    claim = claim_cell(cell, context)
+    try:
+        with claim:  # beats until the run is ended
+            resume = open_cell_run(cell, context, folder, description, claim)
+            return _train_and_evaluate(cell, context, description, claim, resume, folder, started)
+    except claims.ClaimLost as err:
+        message = f"lost its claim on cell {cell.name} {err}; stopping without writing"
+        raise HeldElsewhere(err.worker or "", message) from None
 
 
 def _train_and_evaluate(
     cell: Cell,
     context: SuiteContext,
     description: str,
-    run_id: str,
+    claim: claims.Claim,
     resume: dict | None,
     folder: Path,
     started: float,
 ) -> str | None:
-    client, train_images = context.client, context.train_images
+    """The cell's training and evaluation into the claim's run. Every write (to the run or the
+    checkpoint folder) first asks claim.check(), which raises ClaimLost once the claim is lost."""
+    client, train_images, run_id = context.client, context.train_images, claim.run_id
     evaluator = context.evaluator_for(cell)  # a trial: the validation images
     # A resumed run already holds the metrics its first life logged, possibly past the checkpoint:
     # those steps are computed again (identically on the CPU) but not logged twice.
@@ -257,19 +283,23 @@ def _train_and_evaluate(
             cell.hparams(),
             evaluator.device,
         )
-        if cell.compute.channels_last:  # before compiling: the graphs see NHWC weights
+        channels_last = hardware.channels_last_for(cell.compute.channels_last, evaluator.device)
+        client.set_tag(run_id, keys.TAG_MEMORY_FORMAT, MEMORY_FORMAT_NAMES[channels_last])
+        if channels_last:  # before compiling: the graphs see NHWC weights
             model.to_channels_last()
         if cell.compute.compile:
             model.compile_networks()
         num_steps = total_steps(len(train_images), budget.batch_size, budget.epochs, budget.steps)
 
         def log_losses(step: int, means: dict[str, float]) -> None:
+            claim.check()
             if step > logged_until:
                 values = {keys.train_key(name): value for name, value in means.items()}
                 tracking.log_metrics(client, run_id, values, step)
 
         def save_checkpoint(step: int, state: dict) -> None:
             nonlocal saved_step
+            claim.check()
             bookkeeping = {"cell_id": cell.id, "run_id": run_id, "device": evaluator.device.type}
             checkpoint.save(folder, state | bookkeeping)
             saved_step = step
@@ -280,6 +310,7 @@ def _train_and_evaluate(
             def evaluate_during_training(step: int) -> None:
                 # evaluated again even when already logged: training must see the same state
                 metrics, _ = evaluate.evaluate(model, evaluator, cell.seed, cheap=True)
+                claim.check()
                 if step > logged_until:
                     tracking.log_metrics(client, run_id, metrics, step)
 
@@ -287,6 +318,10 @@ def _train_and_evaluate(
                 len(train_images), budget.batch_size
             )
             periodic = (every, evaluate_during_training)
+
+        def stop_requested() -> str | None:
+            claim.check()  # at every step boundary: a lost claim stops before a checkpoint
+            return context.stop() if context.stop is not None else None
 
         result = train(
             model,
@@ -301,15 +336,17 @@ def _train_and_evaluate(
             periodic=periodic,
             checkpoint=(budget.checkpoint_every, save_checkpoint),
             resume=resume,
-            stop_requested=context.stop,
+            stop_requested=stop_requested,
             precision=cell.compute.precision,
             # a step is one generator update (its critic steps included), or one batch
             calls_per_step=model.n_critic if budget.parity == "generator_updates" else 1,
-            memory_format=MEMORY_FORMATS[cell.compute.channels_last],
+            memory_format=MEMORY_FORMATS[channels_last],
         )
         metrics, images = evaluate.evaluate(model, evaluator, cell.seed)
+        claim.check()
         tracking.log_metrics(client, run_id, metrics, num_steps)
         log_artifacts(client, run_id, cell, model, images, context.suite_text)
+        claim.check()
         log_served_model(client, run_id, cell, model, evaluator, num_steps)
         timings = {
             **model.update_counts(budget.batch_size),  # generator_updates, ... (bench/keys.py)
@@ -317,26 +354,34 @@ def _train_and_evaluate(
             keys.TRAIN_IMAGES_PER_S: result.images_per_second,
             keys.CELL_SECONDS: time.perf_counter() - started,
         }
+        claim.check()
         tracking.log_metrics(client, run_id, timings, num_steps)
         tracking.set_note(client, run_id, tracking.run_note(cell, run_id, metrics | timings))
         client.set_tag(run_id, keys.TAG_EVALUATION_VERSION, evaluate.EVALUATION_VERSION)
+        claim.check()  # the last one: the beats read FINISHED back from here on
         tracking.finish(client, run_id)
         checkpoint.remove(folder)  # the final weights are in the run's artifacts now
         return None
+    except claims.ClaimLost:
+        raise
     except Interrupted as err:
+        claim.check()
         tracking.fail(client, run_id, str(err), killed=True)
         raise
     except KeyboardInterrupt:
+        claim.check()
         tracking.fail(
             client, run_id, "interrupted (Ctrl-C twice)" + _kept(saved_step, folder), killed=True
         )
         raise
     except Diverged as err:
+        claim.check()
         reason = str(err) + _kept(saved_step, folder)
         tracking.fail(client, run_id, reason, kind=keys.FAILURE_DIVERGED)
         return reason
     except Exception as err:  # one cell's failure (e.g. out of memory) must not stop the suite
         reason = f"{type(err).__name__}: {err}".splitlines()[0] + _kept(saved_step, folder)
+        claim.check()
         tracking.fail(
             client, run_id, reason + "\n" + traceback.format_exc(), kind=keys.FAILURE_ERROR
         )

@@ -215,7 +215,9 @@ def build_context(
         experiment=tracking.experiment_id(client, suite.name),
         evaluator=evaluator,
         train_images=train_images,
-        tags=provenance.tags(target) | provenance.data_tags(data, evaluator.classifier.task),
+        tags=provenance.tags(target)
+        | provenance.data_tags(data, evaluator.classifier.task)
+        | evaluator.inception_tags(),
         suite_text=settings.suite_text,
         progress=progress,
         checkpoint_root=Path(settings.checkpoint_root),

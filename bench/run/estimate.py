@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 
 import models
-from bench.run.train import total_steps
+from bench.run import hardware
+from bench.run.train import MEMORY_FORMATS, autocast, total_steps
 from bench.suite.expand import Cell, expand
 from bench.suite.load import declared_image_shape
 from bench.suite.schema import Suite
@@ -34,6 +35,8 @@ class Estimate:
     seconds: float  # training of every cell, one after another
     rows: list[tuple[str, float, int, int]]  # label, seconds per step, steps per cell, cells
     device: torch.device
+    precision: str = "fp32"
+    channels_last: bool = False
 
     @property
     def hours(self) -> float:
@@ -61,18 +64,24 @@ def step_seconds(cell: Cell, shape: tuple[int, int, int], device: torch.device) 
     model = models.build(cell.variant.model, cell.variant.options, shape, cell.hparams(), device)
     calls = model.n_critic if cell.budget.parity == "generator_updates" else 1
     batch = _noise_batch(shape, cell.budget.batch_size, device)
-    for _ in range(2):
-        model.train_step(batch)
-    timings = []
-    for _ in range(TIMED_STEPS):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        started = time.perf_counter()
-        for _ in range(calls):
+    # the cell's own compute settings (compile aside: its first steps are compilation)
+    channels_last = hardware.channels_last_for(cell.compute.channels_last, device)
+    if channels_last:
+        model.to_channels_last()
+    batch = batch.contiguous(memory_format=MEMORY_FORMATS[channels_last])
+    with autocast(device, cell.compute.precision):
+        for _ in range(2):
             model.train_step(batch)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        timings.append(time.perf_counter() - started)
+        timings = []
+        for _ in range(TIMED_STEPS):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            for _ in range(calls):
+                model.train_step(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            timings.append(time.perf_counter() - started)
     return min(timings)
 
 
@@ -101,7 +110,8 @@ def estimate(suite: Suite, device: torch.device) -> Estimate | str:
                 timed[cell.variant_id] = step_seconds(cell, shape, device)
             seconds += timed[cell.variant_id] * steps * copies
             rows.append((cell.variant.label, timed[cell.variant_id], steps, copies))
-    return Estimate(seconds, _by_label(rows), device)
+    channels_last = hardware.channels_last_for(suite.compute.channels_last, device)
+    return Estimate(seconds, _by_label(rows), device, suite.compute.precision, channels_last)
 
 
 def _by_label(rows: list[tuple[str, float, int, int]]) -> list[tuple[str, float, int, int]]:
@@ -118,13 +128,20 @@ def describe(found: Estimate | str) -> list[str]:
     run would take hours."""
     if isinstance(found, str):
         return [found]
+    layout = "channels_last" if found.channels_last else "contiguous"
     lines = [
-        f"estimated training time on {found.device}: {_duration(found.seconds)} for all cells one "
-        "after another (a timed step per variant; evaluation not included)"
+        f"device: {hardware.device_name(found.device)}",
+        f"estimated training time ({found.precision}, {layout}): {_duration(found.seconds)} for "
+        "all cells one after another (a timed step per variant; evaluation not included)",
     ]
     for label, per_step, steps, cells in found.rows:
         lines.append(
             f"  {label:<28} {per_step * 1000:8.1f} ms/step x {steps} steps x {cells} cells"
+        )
+    if found.precision == "bf16" and not hardware.bf16_native(found.device):
+        lines.append(
+            "warning: bf16 is not native on this device (emulated, several times slower than "
+            "fp32): bench run refuses it; use --precision fp32 (or --allow-slow-bf16 to insist)"
         )
     if found.device.type == "cpu" and found.hours > WARN_CPU_HOURS:
         lines.append(

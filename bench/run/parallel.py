@@ -2,10 +2,11 @@
 
 Small cells cannot fill a large GPU (nor, on a CPU, use every core well from one Python thread),
 so K worker processes each run one cell at a time on the same device. Each worker is a fresh
-(spawned) Python process that rebuilds the suite's context from `cell.RunSettings` (the data,
-the evaluator from the caches the main process has just filled, its own MLflow client) and asks
-the main process for one cell after another: the main process hands out the cells in suite order
-and records how each ended.
+(spawned) Python process that imports the suite's plugins (from the main process's copies of
+their source, bench/suite/plugins.py), rebuilds the suite's context from `cell.RunSettings` (the
+data, the evaluator from the caches the main process has just filled, its own MLflow client) and
+asks the main process for one cell after another: the main process hands out the cells in suite
+order and records how each ended.
 
 Per-process bounds: each worker uses cpu_count // K CPU threads, and on a GPU at most 0.9 / K of
 its memory (torch.cuda.set_per_process_memory_fraction: a cell that needs more fails with an
@@ -30,7 +31,8 @@ import torch
 
 from bench.run.cell import Outcome, Summary, execute, fail_lost_cell, record
 from bench.run.context import RunSettings, SuiteContext, build_context, stop_on_signals
-from bench.suite.expand import Cell
+from bench.suite import plugins
+from bench.suite.expand import Cell, plugins_used
 
 MAX_ATTEMPTS = 2  # a cell whose worker died is tried once more
 POLL_SECONDS = 0.5
@@ -45,9 +47,12 @@ def limit_resources(device: str, workers: int) -> None:
         torch.cuda.set_per_process_memory_fraction(GPU_MEMORY_SHARE / workers, target)
 
 
-def worker_main(settings: RunSettings, workers: int, slot: int, inbox, outbox) -> None:
-    """A worker process: build the context, then run the cells the main process sends until it
-    sends None (or a stop signal arrives)."""
+def worker_main(
+    settings: RunSettings, workers: int, slot: int, inbox, outbox, plugin_sources=()
+) -> None:
+    """A worker process: import the suite's plugins (from the main process's copies of their
+    source) and build the context, then run the cells the main process sends until it sends None
+    (or a stop signal arrives)."""
 
     def echo(line: str) -> None:
         print(line, flush=True)
@@ -55,6 +60,7 @@ def worker_main(settings: RunSettings, workers: int, slot: int, inbox, outbox) -
     limit_resources(settings.device, workers)
     with stop_on_signals(echo) as stop:
         try:
+            plugins.install(plugin_sources)  # before any model name is resolved
             context = build_context(settings, echo, progress=False)
         except Exception as err:  # e.g. out of GPU memory: the main process decides
             outbox.put(("broken", slot, f"{type(err).__name__}: {err}".splitlines()[0]))
@@ -86,6 +92,7 @@ def run_cells(
 ) -> None:
     """Run `todo` on `workers` processes, recording each cell's outcome in `summary`."""
     spawn = multiprocessing.get_context("spawn")  # never fork a process holding CUDA or threads
+    plugin_sources = plugins_used(settings.suite)  # a spawned process has imported none of them
     outbox = spawn.Queue()
     waiting = list(todo)
     attempts: dict[str, int] = {}
@@ -98,7 +105,7 @@ def run_cells(
         inbox = spawn.Queue()
         process = spawn.Process(
             target=worker_main,
-            args=(settings, workers, next_slot, inbox, outbox),
+            args=(settings, workers, next_slot, inbox, outbox, plugin_sources),
             name=f"bench-worker-{next_slot}",
         )
         process.start()

@@ -5,9 +5,10 @@ fractional GPU requests (default 0.25 when the cluster has GPUs) let several sma
 one GPU. With no address a local Ray instance is started for this run (and stopped after it);
 with an address (`ray://head:10001`, `auto`, or `head:6379`) the tasks go to that cluster.
 
-Each worker process rebuilds the suite's context once (`cell.build_context`, cached per
-process) from `cell.RunSettings`: it reads the data from its own machine (same dataset root
-rules as `bench run`), measures with the main process's domain classifier (shipped with the
+Each worker process imports the suite's plugins from the main process's copies of their source
+(a node needs no copy of the file) and rebuilds the suite's context once (`cell.build_context`,
+cached per process) from `cell.RunSettings`: it reads the data from its own machine (same dataset
+root rules as `bench run`), measures with the main process's domain classifier (shipped with the
 settings, so every machine evaluates with the same network), and logs to the same tracking store,
 which on a cluster must be a server every node reaches (`--tracking-uri http://head:5000`).
 
@@ -23,7 +24,8 @@ from __future__ import annotations
 
 from bench.run.cell import Outcome, Summary, execute, fail_lost_cell, record
 from bench.run.context import RunSettings, SuiteContext, build_context, stop_on_signals
-from bench.suite.expand import Cell
+from bench.suite import plugins
+from bench.suite.expand import Cell, plugins_used
 from bench.suite.schema import SuiteError
 
 DEFAULT_GPUS_PER_CELL = 0.25  # four small cells per GPU
@@ -43,10 +45,14 @@ def check_installed() -> None:
         ) from None
 
 
-def run_cell_task(settings: RunSettings, prefix: str, cell: Cell) -> Outcome:
-    """The body of one Ray task: the cell, run in this worker process."""
+def run_cell_task(
+    settings: RunSettings, prefix: str, cell: Cell, plugin_sources: list[plugins.Plugin]
+) -> Outcome:
+    """The body of one Ray task: the cell, run in this worker process, with the suite's plugins
+    imported from the main process's copies of their source (a node may have no file)."""
     key = hash((settings.suite_text, settings.tracking_uri, settings.device, settings.rerun))
     if key not in _contexts:
+        plugins.install(plugin_sources)
         _contexts[key] = build_context(settings, echo=print, progress=False)
     return execute(cell, _contexts[key], prefix)
 
@@ -76,8 +82,11 @@ def run_cells(
             max_retries=MAX_RETRIES,
             retry_exceptions=False,  # a cell's own errors are its outcome, not Ray's to retry
         )
-        settings_ref = ray.put(settings)
-        running = {task.remote(settings_ref, prefix, cell): (prefix, cell) for prefix, cell in todo}
+        settings_ref, plugins_ref = ray.put(settings), ray.put(plugins_used(settings.suite))
+        running = {
+            task.remote(settings_ref, prefix, cell, plugins_ref): (prefix, cell)
+            for prefix, cell in todo
+        }
         context.echo(
             f"ray: {len(running)} tasks, {cpus_per_cell} CPU and {gpus_per_cell} GPU each, "
             f"cluster {ray.cluster_resources()}"

@@ -123,21 +123,26 @@ def rescore_suite(
             metrics, images = evaluate.evaluate(model, evaluator, seed)
             # the gallery first: the version tag, logged last, marks the run as done
             log_nearest(client, run.info.run_id, images)
-            log_rescore(client, run.info.run_id, metrics, final_step(client, run.info.run_id))
+            step = final_step(client, run.info.run_id)
+            log_rescore(client, run.info.run_id, metrics, step, evaluator.inception_tags())
             result.done.append(name)
             version = evaluate.EVALUATION_VERSION
             echo(f"[{index}/{len(runs)}] {name}: re-scored (evaluation {version})")
     return result
 
 
-def log_rescore(client, run_id: str, metrics: dict[str, float], step: int) -> None:
-    """The new values and the version tag in one log_batch (atomic in MLflow's stores)."""
+def log_rescore(
+    client, run_id: str, metrics: dict[str, float], step: int, tags: dict[str, str] | None = None
+) -> None:
+    """The new values, the version tag and `tags` (where the Inception weights came from now)
+    in one log_batch (atomic in MLflow's stores)."""
     timestamp = mlflow.utils.time.get_current_time_millis()
     entries = [Metric(k, float(v), timestamp, step) for k, v in metrics.items()]
     if len(entries) > MAX_BATCH:
         raise ValueError(f"{len(entries)} metrics exceed one log_batch ({MAX_BATCH})")
     tag = RunTag(keys.TAG_EVALUATION_VERSION, evaluate.EVALUATION_VERSION)
-    client.log_batch(run_id, metrics=entries, tags=[tag])
+    extra = [RunTag(name, value) for name, value in (tags or {}).items()]
+    client.log_batch(run_id, metrics=entries, tags=[*extra, tag])
 
 
 def log_nearest(client, run_id: str, images: dict) -> None:

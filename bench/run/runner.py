@@ -26,7 +26,7 @@ from bench import keys, tracking
 from bench.data.cache import default_cache_dir
 from bench.metrics import table
 from bench.metrics.settings import EvaluationConfig
-from bench.run import checkpoint
+from bench.run import checkpoint, hardware
 from bench.run.cell import Executor, Outcome, Summary, record, run_cells
 from bench.run.context import (
     RunSettings,
@@ -82,6 +82,7 @@ def run_suite(
     gpus_per_cell: float | None = None,
     ray_init: dict | None = None,
     lease_seconds: float = claims.LEASE_SECONDS,
+    allow_slow_bf16: bool = False,
 ) -> Summary:
     """Run every cell of `suite`: one after another (parallel=1), in `parallel` worker processes
     on this machine (bench/run/parallel.py), or as Ray tasks (executor="ray",
@@ -96,6 +97,8 @@ def run_suite(
     cells = expand(suite) if suite.search is None else trial_cells(suite)
     # Ray workers choose their device themselves (the driver may have no GPU)
     target = select_device(device if executor == "local" else "auto")
+    if executor == "local":  # a Ray worker's device is its own machine's, not this one's
+        hardware.check_bf16(suite.compute.precision, target, allow_slow_bf16)
     data = load_suite_data(suite, data_root)
     check_inception_weights(suite.evaluation)
     checkpoint_root = Path(checkpoint_dir or checkpoint.DEFAULT_ROOT).resolve()
@@ -107,7 +110,8 @@ def run_suite(
     # Every input the user can get wrong is checked by now: only from here on is the store
     # touched. Other `bench run`s of this suite may share the store: cells are claimed in it.
     client = tracking.connect(tracking_uri)
-    how = f"{parallel} processes on {target}" if parallel > 1 else str(target)
+    machine = hardware.device_name(target)  # the CPU model and whether bf16 is native there
+    how = f"{parallel} processes on {machine}" if parallel > 1 else machine
     if executor == "ray":
         how = f"Ray ({ray_address or 'local instance'})"
     what = f"{len(cells)} cells"
@@ -386,12 +390,15 @@ def resume_command(
     overrides: tuple[str, ...],
     options: dict[str, str | None],
     compile_networks: bool | None,
+    plugin_files: tuple[str, ...] = (),
 ) -> str:
-    """The `bench run` command that resumes this one: the same suite, overrides and options (those
-    given), without --rerun (which would start the cells over)."""
+    """The `bench run` command that resumes this one: the same suite, overrides, plugins and
+    options (those given), without --rerun (which would start the cells over)."""
     again = ["bench", "run", suite_file]
     for override in overrides:
         again += ["--set", override]
+    for plugin in plugin_files:
+        again += ["--plugin", plugin]
     for option, value in options.items():
         again += [option, value] if value else []
     if compile_networks is not None:

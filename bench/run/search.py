@@ -25,7 +25,10 @@ def trial_results(client, experiment: str, cells: list[Cell], metric: str) -> li
                     TrialResult(cell, None, f"finished without a finite {metric}", run.info.run_id)
                 )
             else:
-                results.append(TrialResult(cell, float(value), None, run.info.run_id))
+                copying = run.data.metrics.get(keys.DATA_COPYING)  # best_trial's guard
+                results.append(
+                    TrialResult(cell, float(value), None, run.info.run_id, copying=copying)
+                )
             continue
         run = tracking.failed_run(client, experiment, cell.id)
         if run is not None:

@@ -181,6 +181,7 @@ def check_finite(step: int, means: dict[str, float], model: torch.nn.Module) -> 
 
 PRECISIONS = ("fp32", "bf16")
 MEMORY_FORMATS = {False: torch.contiguous_format, True: torch.channels_last}  # by channels_last
+MEMORY_FORMAT_NAMES = {False: "contiguous", True: "channels_last"}  # as runs record them
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.suite import plugins
 from bench.suite.expand import Cell, expand
 from bench.suite.schema import BudgetConfig, Suite
 from bench.suite.search import follow_up_seeds, trial_budget, trial_cells
 
 
-def suite_text(suite_file: str | Path, overrides: tuple[str, ...]) -> str:
-    """The suite as the user gave it: the file, and the --set overrides it ran with."""
+def suite_text(
+    suite_file: str | Path, overrides: tuple[str, ...], plugin_files: tuple[str, ...] = ()
+) -> str:
+    """The suite as the user gave it: the file, and the --set overrides and --plugin files it ran
+    with."""
     text = Path(suite_file).read_text()
     if overrides:
         text += "\n# run with overrides:\n" + "".join(f"#   --set {o}\n" for o in overrides)
+    if plugin_files:
+        text += "\n# run with plugins:\n" + "".join(f"#   --plugin {p}\n" for p in plugin_files)
     return text
 
 
@@ -31,12 +37,23 @@ def validated(suite_file: str, suite: Suite) -> str:
         return (
             f"{suite_file}: ok, suite {suite.name!r}: {len(labels)} variants x "
             f"{len(suite.seeds)} seeds = {len(cells)} cells on {suite.dataset.name}"
-        )
+        ) + plugin_note(cells)
     seeds = follow_up_seeds(suite)
     return (
         f"{suite_file}: ok, suite {suite.name!r}: {len(labels)} variants x "
         f"{suite.search.trials} trials, then {len(seeds)} seeds of each best = "
         f"{len(labels) * (suite.search.trials + len(seeds))} cells on {suite.dataset.name}"
+    ) + plugin_note(cells)
+
+
+def plugin_note(cells: list[Cell]) -> str:
+    """A line per model of a plugin: where it comes from and the hash its cells' ids hold."""
+    used = dict.fromkeys(cell.variant.model for cell in cells if cell.variant.plugin)
+    found = [(model, plugins.plugin_of(model)) for model in used]
+    return "".join(
+        f"\n  model {model!r}: plugin {plugin.origin} (sha256 {plugin.sha256[:12]}...)"
+        for model, plugin in found
+        if plugin is not None
     )
 
 

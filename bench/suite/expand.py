@@ -20,6 +20,7 @@ from pydantic import ValidationError
 import models
 from bench.data.config import DatasetConfig
 from bench.metrics.settings import EVALUATION_NEUTRAL_DEFAULTS, EvaluationConfig
+from bench.suite import plugins
 from bench.suite.schema import (
     IDENTITY_NEUTRAL_DEFAULTS,
     OPTIMIZER_FIELDS,
@@ -51,6 +52,9 @@ class Variant:
     # resolved optimizer settings: lr_g, betas, n_critic (1 where the loss has no critic steps)
     # and lr_d (only for variants with a discriminator)
     optimizer: dict[str, Any]
+    # the plugin that registered the model, its file (or module) name and content hash: part of
+    # the cell's id, so an edited plugin makes new cells; None for a built-in model
+    plugin: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,10 +85,15 @@ class Cell:
             if dataset[name] == DatasetConfig.model_fields[name].default:
                 del dataset[name]
         compute = {}
-        if self.compute != ComputeConfig():
-            compute["compute"] = self.compute.model_dump()
-            if not self.compute.channels_last:  # added later: ids of bf16/compile cells stay
-                del compute["compute"]["channels_last"]
+        settings = self.compute.model_dump()
+        # The memory format computes the same losses within 1e-3 (as two CPU kinds' kernels do):
+        # auto (the default: on for CPUs) and false leave the id as it was before the switch
+        # existed, and each run records the format it used (tag compute.memory_format); an
+        # explicit true keeps the ids its cells have had since it was added.
+        if settings["channels_last"] is not True:
+            del settings["channels_last"]
+        if settings != {"precision": "fp32", "compile": False}:
+            compute["compute"] = settings
             if self.compute.precision == "bf16":
                 # bf16 steps before revision 2 ran the generator against a stale discriminator
                 # (autocast's weight cache, bench/run/train.py autocast): new ids, not skipped
@@ -111,6 +120,7 @@ class Cell:
             }
             | compute
             | ({"validation": self.validation} if self.validation is not None else {})
+            | ({"plugin": self.variant.plugin} if self.variant.plugin is not None else {})
         )
 
     @property
@@ -172,6 +182,14 @@ def variants(suite: Suite) -> list[Variant]:
     return expanded
 
 
+def plugins_used(suite: Suite) -> list[plugins.Plugin]:
+    """The plugins that registered the suite's models (source included): what a worker process
+    installs before it resolves them."""
+    models_used = dict.fromkeys(variant.model for variant in variants(suite))
+    found = [plugins.plugin_of(model) for model in models_used]
+    return list({plugin.sha256: plugin for plugin in found if plugin is not None}.values())
+
+
 def _combos(suite: Suite) -> list[tuple[str, VariantConfig, dict[str, Any]]]:
     """(where, model entry, grid values chosen) for every grid combination, in file order."""
     combos = []
@@ -210,7 +228,8 @@ def resolve_variant(
         )
     optimizer = _resolve_optimizer(suite.budget, entry, chosen | searched, options, where)
     label = _format_label(entry.label, chosen, where)
-    return Variant(label, entry.model, options.model_dump(), optimizer)
+    plugin = plugins.identity_of(entry.model)
+    return Variant(label, entry.model, options.model_dump(), optimizer, plugin)
 
 
 def _validate_options(model: str, options: dict[str, Any], where: str) -> models.ModelOptions:

@@ -14,13 +14,15 @@ from pydantic import ValidationError
 import models
 from bench.data.config import DatasetConfig
 from bench.metrics import table
-from bench.suite.expand import variants
+from bench.suite import plugins, published
+from bench.suite.expand import Cell, variants
 from bench.suite.schema import (
     Suite,
     SuiteError,
     describe_error,
 )
 from bench.suite.search import check_search
+from models.networks import SUPPORTED_SIZES
 
 
 def load_suite(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Suite:
@@ -50,17 +52,40 @@ def load_suite(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) ->
     except ValidationError as err:
         given = f" (with --set {' --set '.join(overrides)})" if overrides else ""
         raise SuiteError(f"{path}{given}: {describe_error(err)}") from None
+    plugins.load_all(suite.plugins, path.parent, f"{path} (plugins)")
     try:
         variants(suite)
         if suite.search is not None:
             check_search(suite)
         check_claims(suite)
+        check_published(suite)
         shape = declared_image_shape(suite.dataset)
         if shape is not None:
             check_image_shape(suite, shape)
     except SuiteError as err:
         raise SuiteError(f"{path}: {err}") from None
+    check_plugin_models(suite, shape)
     return suite
+
+
+def check_plugin_models(suite: Suite, shape: tuple[int, int, int] | None) -> None:
+    """One training step of every plugin model the suite names, on a throwaway instance
+    (plugins.check_model), at the suite's image shape; where only the files can tell it, at the
+    first supported size the model accepts (the cells check the real one)."""
+    for variant in variants(suite):
+        if variant.plugin is None:
+            continue
+        cls = models.model_class(variant.model)
+        options = cls.Options.model_validate(variant.options)
+        channels = suite.dataset.channels or 3  # image files are read as RGB unless told
+        for trial_shape in [shape] if shape else [(channels, s, s) for s in SUPPORTED_SIZES]:
+            try:
+                cls.validate_image_shape(options, trial_shape)
+            except models.ModelConfigError:
+                continue
+            cell = Cell(suite.name, suite.dataset, suite.budget, suite.evaluation, variant, 0)
+            plugins.check_model(variant.model, variant.options, trial_shape, cell.hparams())
+            break
 
 
 def check_claims(suite: Suite) -> None:
@@ -86,9 +111,24 @@ def check_claims(suite: Suite) -> None:
                         f"{where}: {side} names {label!r}, not a variant of this suite{hint}; "
                         f"variants: {', '.join(labels)}"
                     )
+        target = directed[claim.metric].target
+        if claim.direction == "closer_to_target" and target is None:
+            raise SuiteError(
+                f"{where}: direction closer_to_target needs a metric with a target; "
+                f"{claim.metric} has none (use lower or higher)"
+            )
         both = sorted(set(claim.better) & set(claim.worse))
         if both:
             raise SuiteError(f"{where}: {both[0]!r} is on both sides (better and worse)")
+
+
+def check_published(suite: Suite) -> None:
+    """Every `published:` block names a metric of the metric table and variants of this suite."""
+    labels = [v.label for v in variants(suite)]
+    try:
+        published.check_published(suite.published, labels, [m.key for m in table.metric_specs()])
+    except ValueError as err:
+        raise SuiteError(str(err)) from None
 
 
 BUILTIN_SHAPES = {

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bench.data.config import DatasetConfig
 from bench.metrics.settings import EvaluationConfig
+from bench.suite.published import PublishedConfig
 
 SAFE_LABEL = re.compile(r"[A-Za-z0-9_=+-][A-Za-z0-9_.=+-]*")  # also safe as a file name
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # suite names: folder names too, never ..
@@ -103,11 +104,19 @@ class ComputeConfig(Strict):
         "fp32", description="bf16: train steps under bfloat16 autocast (weights stay float32)"
     )
     compile: bool = Field(False, description="torch.compile the networks for training")
-    channels_last: bool = Field(
-        False,
+    channels_last: bool | Literal["auto"] = Field(
+        "auto",
         description="networks and training batches in channels_last (NHWC) memory format: "
-        "the fast convolution path of oneDNN CPUs and of GPU tensor cores",
+        "the fast convolution path of oneDNN CPUs and of GPU tensor cores; auto: on for CPUs "
+        "(faster on every CPU kind measured, equal losses within 1e-3), off on CUDA",
     )
+
+    @field_validator("channels_last", mode="before")
+    @classmethod
+    def true_false_or_auto(cls, value: Any) -> Any:
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise ValueError("expected true, false or auto")
 
 
 class SpaceEntry(Strict):
@@ -187,11 +196,23 @@ class ClaimConfig(Strict):
     better: list[str] = Field(..., min_length=1, description="variant labels claimed better")
     worse: list[str] = Field(..., min_length=1, description="variant labels claimed worse")
     source: str = Field(..., min_length=1, description="who makes the claim (a citation)")
+    # the metric's table direction can say something else than the claim's words: sharpness is
+    # "closest to 1" in the table, while "blurrier" claims the raw value is lower
+    direction: Literal["lower", "higher", "closer_to_target"] | None = Field(
+        None,
+        description="what 'better' means for this claim: lower, higher, or closer_to_target "
+        "(the metric's target); default: the metric table's direction",
+    )
 
 
 class Suite(Strict):
     name: str
     description: str = ""
+    plugins: list[str] = Field(
+        [],
+        description="your own models: .py files (relative to the suite file) or importable "
+        "module names, imported before the models are resolved (bench/suite/plugins.py)",
+    )
     dataset: DatasetConfig
     budget: BudgetConfig
     seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(..., min_length=1)
@@ -201,6 +222,9 @@ class Suite(Strict):
     search: SearchConfig | None = None
     claims: list[ClaimConfig] = Field(
         [], description="hypotheses declared before running, tested in the report's Claims"
+    )
+    published: list[PublishedConfig] = Field(
+        [], description="a paper's values for the variants, beside ours in Published results"
     )
 
     @field_validator("name")
@@ -244,4 +268,5 @@ SECTIONS = {
     "models": VariantConfig,
     "search": SearchConfig,
     "claims": ClaimConfig,
+    "published": PublishedConfig,
 }

@@ -6,6 +6,13 @@ of trials, the best by the selection metric is chosen, and fresh seeds of it mak
 comparison. A trial that failed (raised, diverged, or finished without the metric) counts as the
 worst value: it is never chosen and never silently dropped. Ties go to the lower trial number, so
 the choice is a pure function of the trials' values (`best_trial`).
+
+Two guards keep a search from choosing what a degenerate generator wins. A trial that copies its
+training set (Meehan et al.'s C_T below COPYING_LIMIT) is never chosen, whatever its FID: a copy
+of the training images scores a near-perfect FID. And `select: recon_mse` is refused while the
+space holds an option that trades samples for reconstruction (RECON_TRADES): recon_mse would pick
+the setting that gives up on sampling (a tiny KL weight, a small pixel sigma, a VAE-GAN's
+reconstruction weight at its largest).
 """
 
 from __future__ import annotations
@@ -36,11 +43,23 @@ class TrialResult:
     value: float | None  # the selection metric; None when the trial failed
     failure: str | None = None  # why it counts as the worst value
     run_id: str | None = None
+    copying: float | None = None  # the trial's data_copying_ct (C_T), where it has one
+
+
+# C_T is a z-score: -3 is three standard errors closer to the training set than held-out images
+COPYING_LIMIT = -3.0
+RECON_TRADES = ("kl_weight", "pixel_sigma", "gamma")
+
+
+def copies(result: TrialResult) -> bool:
+    """Whether the trial copies its training set (C_T below COPYING_LIMIT)."""
+    return result.copying is not None and result.copying < COPYING_LIMIT
 
 
 def best_trial(results: list[TrialResult], lower_is_better: bool) -> TrialResult | None:
-    """The trial with the best value, ties to the lower trial number; None when all failed."""
-    ended = [r for r in results if r.value is not None]
+    """The trial with the best value, ties to the lower trial number, among the trials that
+    ended with a value and do not copy their training set; None when there is none."""
+    ended = [r for r in results if r.value is not None and not copies(r)]
     if not ended:
         return None
     sign = 1 if lower_is_better else -1
@@ -219,6 +238,13 @@ def check_search(suite: Suite) -> None:
                 f"search.select: recon_mse needs an encoder, which {without[0]} has not; "
                 "select by a metric every variant has (e.g. fid_domain)"
             )
+    trades = [name for name in RECON_TRADES if name in search.space]
+    if search.select == keys.RECON_MSE and trades:
+        raise SuiteError(
+            f"search.select: recon_mse with {trades[0]} in search.space would choose the "
+            "setting that trades samples for reconstruction; select by fid_domain (or fix "
+            f"{trades[0]})"
+        )
     space = next(m.space for m in table.metric_specs() if m.key == search.select)
     if space is not None and space not in suite.evaluation.feature_extractors:
         raise SuiteError(

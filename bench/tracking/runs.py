@@ -19,6 +19,7 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from bench import keys
+from bench.suite import plugins
 from bench.suite.expand import Cell
 from bench.tracking.inputs import dataset_inputs, log_inputs
 
@@ -84,10 +85,14 @@ def create_cell_run(
 def describe_cell_run(
     client: MlflowClient, run_id: str, cell: Cell, data: ImageData | None = None
 ) -> None:
-    """The cell's resolved configuration as params and, given the data, its splits as inputs."""
+    """The cell's resolved configuration as params, the source of its model's plugin (if any)
+    and, given the data, its splits as inputs."""
     params = [Param(k, str(v)) for k, v in sorted(flatten(cell.config()).items())]
     for i in range(0, len(params), 90):
         client.log_batch(run_id, params=params[i : i + 90])
+    plugin = plugins.plugin_of(cell.variant.model)
+    if plugin is not None:
+        client.log_text(run_id, plugin.source, f"{keys.ARTIFACT_PLUGINS}/{plugin.file_name}")
     if data is not None:
         log_inputs(client, run_id, dataset_inputs(data, cell))
 
@@ -206,8 +211,9 @@ def search_parent_run(
 ) -> str:
     """The parent run of one variant's search (its trials nest under it): the existing one of
     this search unless `new` (--rerun), else a fresh one. Workers that start the search at once
-    each create one; after `settle` seconds the oldest is the parent and the others are deleted
-    (the rule of bench/tracking/claims.py)."""
+    each create one; after `settle` seconds the oldest is the parent and the others are deleted.
+    Unlike the cells' claims (bench/tracking/claims.py), this trusts the start times that each
+    worker's clock stamps: clocks further apart than `settle` may leave two parents."""
     if not new:
         runs = _search_parents(client, experiment, search_id)
         if runs:

@@ -13,7 +13,10 @@ The logged model holds a copy of this file, `generator.json` (registry name, opt
 hyperparameters: what `models.build` needs to rebuild the networks) and `weights.pt` (the model's
 state dict and the decoder's batch-norm statistics: tensors and plain numbers). Loading runs this
 file and the harness's own `models` package, reads the JSON with `json` and the weights with
-`torch.load(..., weights_only=True)`: no pickled object is ever loaded.
+`torch.load(..., weights_only=True)`: no pickled object is ever loaded. A model of a plugin
+(bench/suite/plugins.py) carries the plugin's source too, with its hash in `generator.json`:
+loading runs that source (checked against the hash), so the store alone suffices, without the
+file the suite named.
 
 Batch norm: the evaluation decodes prior samples and reconstructions with decoder statistics
 re-estimated on the latents at hand (evaluation.batch_norm, bench/metrics/evaluate.py). The
@@ -39,9 +42,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import models
 from bench.data.images import to_unit_range
+from bench.suite import plugins
 
 CONFIG_FILE = "generator.json"
 WEIGHTS_FILE = "weights.pt"
+PLUGIN_FILE = "plugin.py"  # the source of the plugin that registered the model, if any
 MAX_BATCH = 500  # images decoded at once: bounds memory for a large request
 
 
@@ -66,6 +71,12 @@ def save(model, decoder_statistics: dict[str, dict[str, torch.Tensor]], folder: 
         "hparams": dataclasses.asdict(model.hparams),
         "has_encoder": model.has_encoder,
     }
+    artifacts = {"config": str(folder / CONFIG_FILE), "weights": str(folder / WEIGHTS_FILE)}
+    plugin = plugins.plugin_of(model.registry_name)
+    if plugin is not None:
+        config["plugin"] = plugin.identity()
+        (folder / PLUGIN_FILE).write_text(plugin.source)
+        artifacts["plugin"] = str(folder / PLUGIN_FILE)
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     weights = {
         "model": {
@@ -75,7 +86,7 @@ def save(model, decoder_statistics: dict[str, dict[str, torch.Tensor]], folder: 
         "decoder_statistics": decoder_statistics,
     }
     torch.save(weights, folder / WEIGHTS_FILE)
-    return {"config": str(folder / CONFIG_FILE), "weights": str(folder / WEIGHTS_FILE)}
+    return artifacts
 
 
 def signature(image_shape: tuple[int, int, int]) -> ModelSignature:
@@ -104,14 +115,25 @@ def requirements() -> list[str]:
     return [f"mlflow=={mlflow.__version__}"] + [f"{name}=={version(name)}" for name in packages]
 
 
-def load(config_path: str | Path, weights_path: str | Path, device: str = "cpu"):
-    """(model, decoder statistics) rebuilt through the registry from a saved config and weights."""
+def load(
+    config_path: str | Path,
+    weights_path: str | Path,
+    device: str = "cpu",
+    plugin_path: str | Path | None = None,
+):
+    """(model, decoder statistics) rebuilt from a saved config and weights: a built-in model
+    through the registry, a plugin's from the plugin source saved beside them."""
     config = json.loads(Path(config_path).read_text())
     hparams = dict(config["hparams"])
     hparams["betas"] = tuple(hparams["betas"])
-    model = models.build(
-        config["model"], config["options"], tuple(config["image_shape"]),
-        models.Hparams(**hparams), device,
+    if "plugin" in config:
+        source = Path(plugin_path).read_text()
+        cls = plugins.served_class(config["plugin"], source, config["model"])
+    else:
+        cls = models.model_class(config["model"])
+    model = cls(
+        cls.Options.model_validate(config["options"]), tuple(config["image_shape"]),
+        models.Hparams(**hparams), torch.device(device),
     )  # fmt: skip
     weights = torch.load(weights_path, map_location=device, weights_only=True)
     model.load_state_dict(weights["model"])
@@ -124,7 +146,9 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.model, self.statistics = load(
-            context.artifacts["config"], context.artifacts["weights"]
+            context.artifacts["config"],
+            context.artifacts["weights"],
+            plugin_path=context.artifacts.get("plugin"),
         )
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
