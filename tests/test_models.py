@@ -609,7 +609,8 @@ def test_unknown_model_lists_registered_names():
         assert registered in message
     # the package's own; a suite's plugin (tests/test_plugins.py, the shipped AAE suite read by
     # tests/test_cell_ids.py) may have added its models to the registry of this process
-    builtin = {name for name, cls in models.REGISTRY.items() if cls.__module__.startswith("models.")}
+    registry = models.REGISTRY.items()
+    builtin = {name for name, cls in registry if cls.__module__.startswith("models.")}
     assert builtin == {"vae", "dcgan", "vaegan"}
 
 
