@@ -91,6 +91,15 @@ def test_a_claim_with_one_seed_a_side_is_not_testable():
     assert "not testable" in result.why
 
 
+def test_an_untestable_claim_over_several_pairs_renders():
+    """One seed a variant (the GPU run's rehearsal): the row names no pair behind a p it lacks."""
+    from bench.report.claims import claim_rows
+
+    frame = cells({"a": [1.0], "a2": [1.5], "b": [2.0], "b2": [2.5]})
+    (row,) = claim_rows(evaluate_claims(frame, [claim(["a", "a2"], ["b", "b2"])]))
+    assert row["p"] == "–" and row["verdict"] == UNDECIDED
+
+
 @pytest.mark.parametrize(
     "claims, message",
     [

@@ -269,7 +269,9 @@ def claim_rows(results: list[ClaimResult]) -> list[dict]:
                 "higher": "higher is better",
                 "closer_to_target": f"closest to {metric.target:g} is best",
             }[claim.direction]
-        largest = max(r.pairs, key=lambda p: p.p_value) if r.p_value is not None else None
+        # the pair behind the claim's p; none when the claim is not testable (one seed a side)
+        tested = [pair for pair in r.pairs if pair.p_value is not None]
+        largest = max(tested, key=lambda p: p.p_value) if r.p_value is not None and tested else None
         rows.append(
             {
                 "name": claim.name,
@@ -279,7 +281,7 @@ def claim_rows(results: list[ClaimResult]) -> list[dict]:
                 "worse": ", ".join(claim.worse),
                 "better_mean": _side_text(r, claim.better),
                 "worse_mean": _side_text(r, claim.worse),
-                "p": _p(r.p_value) + (f" ({largest.name})" if len(r.pairs) > 1 else ""),
+                "p": _p(r.p_value) + (f" ({largest.name})" if largest and len(r.pairs) > 1 else ""),
                 "adjusted_p": _p(r.adjusted_p),
                 "verdict": r.verdict,
                 "why": r.why,

@@ -342,6 +342,10 @@ def _train_and_evaluate(
             calls_per_step=model.n_critic if budget.parity == "generator_updates" else 1,
             memory_format=MEMORY_FORMATS[channels_last],
         )
+        # The final evaluation and the logged weights in the default layout, whatever the
+        # training's: `bench evaluate` rebuilds the model in that layout and must reproduce these
+        # numbers exactly (NHWC kernels sum in another order).
+        model.to(memory_format=torch.contiguous_format)
         metrics, images = evaluate.evaluate(model, evaluator, cell.seed)
         claim.check()
         tracking.log_metrics(client, run_id, metrics, num_steps)
