@@ -150,9 +150,7 @@ def test_evaluator_tags_say_where_the_weights_came_from_or_why_none():
     assert tags(SimpleNamespace(inception_source=None, inception_skip_reason=None)) == {}
 
 
-def test_bench_score_reports_the_inception_source(
-    tmp_path, random_inception_weights
-):
+def test_bench_score_reports_the_inception_source(tmp_path, random_inception_weights):
     """Plumbing only (random weights): the *_inception metrics and their source in the JSON."""
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (88, 28, 28), dtype=torch.uint8, generator=generator).numpy()
@@ -199,9 +197,10 @@ def test_the_packaged_port_converts_once_and_matches_its_features(converted):
     state = torch.load(weights.path, map_location="cpu", weights_only=True)
     assert state["fc.weight"].isnan().all()
     again: list[str] = []
-    assert inception_weights.converted_weights(
-        inception_weights.carrier_file(), cache, again.append
-    ) == weights
+    assert (
+        inception_weights.converted_weights(inception_weights.carrier_file(), cache, again.append)
+        == weights
+    )
     assert again == []  # read back, not converted again
 
 
@@ -245,4 +244,3 @@ def test_a_damaged_converted_file_is_converted_again(converted, tmp_path):
     again = inception_weights.converted_weights(carrier, copy, lines.append)
     assert "converting" in lines[0]
     assert inception_weights.file_sha256(again.path) == inception_weights.file_sha256(weights.path)
-

@@ -15,13 +15,16 @@ from bench.suite.load import load_suite
 from tests.conftest import TINY_SUITE
 
 TWO_SEEDS = TINY_SUITE.replace("seeds: [0]", "seeds: [0, 1]")
-TWO_VARIANTS = TWO_SEEDS[: TWO_SEEDS.index("models:")] + """models:
+TWO_VARIANTS = (
+    TWO_SEEDS[: TWO_SEEDS.index("models:")]
+    + """models:
   - label: vae
     model: vae
   - label: dcgan-bce
     model: dcgan
     options: {loss: bce}
 """
+)
 PUBLISHED = """
 published:
   - metric: fid_domain
@@ -75,8 +78,9 @@ def test_a_variant_without_finished_seeds_shows_a_dash_beside_their_value():
     assert rows["vae"]["ours"] == "51 ± 13" and rows["vae"]["seeds"] == 2
     assert rows["dcgan-bce"]["ours"] == "–" and rows["dcgan-bce"]["theirs"] == "26.5 ± 1.6"
     # no runs to read the protocol from: said so, not guessed
-    assert "generated images per value: theirs 10000; ours not recorded by the runs" in (
-        section["differences"]
+    assert (
+        "generated images per value: theirs 10000; ours not recorded by the runs"
+        in (section["differences"])
     )
 
 

@@ -90,11 +90,13 @@ def _search_ids(suite: Suite | None, trials: list[Cell] | None) -> dict[str, str
 
 
 def latest_parents(parents: list[Run], search_ids: dict[str, str] | None) -> dict[str, Run]:
-    """label -> the parent run of its latest search (runs oldest first). With the suite's search
-    ids only parents of the suite's searches count: an edited space or budget is another search,
-    whose trial numbers name other settings."""
+    """label -> the parent run of its latest search (runs oldest first), elected parents only.
+    With the suite's search ids only parents of the suite's searches count: an edited space or
+    budget is another search, whose trial numbers name other settings."""
     latest: dict[str, Run] = {}
     for run in parents:
+        if run.data.tags.get(keys.TAG_CLAIM) == keys.CLAIM_CANDIDATE:
+            continue  # a worker's parent that lost the election, or never finished it
         label = run.data.tags.get(keys.TAG_LABEL, run.info.run_name or run.info.run_id)
         if search_ids is None or run.data.tags.get(keys.TAG_SEARCH_ID) == search_ids.get(label):
             latest[label] = run

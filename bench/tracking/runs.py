@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 import warnings
 from collections.abc import Iterator
@@ -200,6 +201,9 @@ def diverged(run) -> bool:
     return run.data.tags.get(keys.TAG_FAILURE, "").startswith("diverged at step")
 
 
+PARENT_ATTEMPTS = 8  # elections of a search parent before giving up (each a random pause apart)
+
+
 def search_parent_run(
     client: MlflowClient,
     experiment: str,
@@ -210,14 +214,15 @@ def search_parent_run(
     settle: float = 0.0,
 ) -> str:
     """The parent run of one variant's search (its trials nest under it): the existing one of
-    this search unless `new` (--rerun), else a fresh one. Workers that start the search at once
-    each create one; after `settle` seconds the oldest is the parent and the others are deleted.
-    Unlike the cells' claims (bench/tracking/claims.py), this trusts the start times that each
-    worker's clock stamps: clocks further apart than `settle` may leave two parents."""
-    if not new:
-        runs = _search_parents(client, experiment, search_id)
-        if runs:
-            return runs[-1].info.run_id
+    this search unless `new` (--rerun), else a fresh one.
+
+    Workers that start the search at once elect one parent the way cells elect a holder
+    (bench/tracking/claims.py), flag then check, with no clock: each creates its parent as a
+    candidate, waits `settle`, and withdraws (deletes it) for a parent already marked chosen;
+    else it marks its own chosen, lists again, and withdraws if another one is marked too. Of two
+    workers that both marked, at least one sees the other's mark; when both withdrew, each tries
+    again after a random pause. A parent from before this election (no claim tag) counts as chosen.
+    """
     tags = {
         keys.TAG_SUITE: suite,
         keys.TAG_LABEL: label,
@@ -225,14 +230,40 @@ def search_parent_run(
         keys.TAG_STAGE: keys.STAGE_SEARCH,
         keys.TAG_SEARCH_ID: search_id,
     }
-    mine = client.create_run(experiment, tags=tags, run_name=f"{label}-search").info.run_id
-    if new:
-        return mine
-    time.sleep(settle)
-    oldest = _search_parents(client, experiment, search_id)[0].info.run_id
-    if oldest != mine:
+    if new:  # one worker's --rerun: a fresh parent, chosen at once
+        tags[keys.TAG_CLAIM] = keys.CLAIM_HELD
+        return client.create_run(experiment, tags=tags, run_name=f"{label}-search").info.run_id
+    for _ in range(PARENT_ATTEMPTS):
+        chosen = _chosen_parents(client, experiment, search_id)
+        if chosen:
+            return chosen[-1].info.run_id
+        candidate = tags | {keys.TAG_CLAIM: keys.CLAIM_CANDIDATE}
+        mine = client.create_run(experiment, tags=candidate, run_name=f"{label}-search").info.run_id
+        time.sleep(settle)
+        if not _chosen_parents(client, experiment, search_id):
+            client.set_tag(mine, keys.TAG_CLAIM, keys.CLAIM_HELD)
+            rivals = [
+                run
+                for run in _chosen_parents(client, experiment, search_id)
+                if run.info.run_id != mine
+            ]
+            if not rivals:
+                return mine
         client.delete_run(mine)
-    return oldest
+        time.sleep(random.uniform(0.0, 2 * settle + 0.1))
+    raise RuntimeError(
+        f"{label}: no search parent run was elected in {PARENT_ATTEMPTS} tries (workers kept "
+        "withdrawing at once); rerun the same command"
+    )
+
+
+def _chosen_parents(client: MlflowClient, experiment: str, search_id: str) -> list:
+    """The chosen parent runs of one search, oldest first (more than one only after --rerun)."""
+    return [
+        run
+        for run in _search_parents(client, experiment, search_id)
+        if run.data.tags.get(keys.TAG_CLAIM) != keys.CLAIM_CANDIDATE
+    ]
 
 
 def _search_parents(client: MlflowClient, experiment: str, search_id: str) -> list:

@@ -1,0 +1,100 @@
+"""The election of a search's parent run (bench/tracking/runs.py, search_parent_run) on a real
+SQLite store: no clock decides it, so a worker whose clock runs behind cannot keep a second
+parent, concurrent workers agree on one, and the report reads only the elected one."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from mlflow.tracking import MlflowClient
+
+from bench import keys
+from bench.report.search import latest_parents
+from bench.tracking import runs
+
+SEARCH = "0123456789abcdef"
+
+
+def store(tracking_uri):
+    client = MlflowClient(tracking_uri)
+    return client, client.create_experiment("search-parents")
+
+
+def parent_tags(claim: str | None) -> dict[str, str]:
+    tags = {
+        keys.TAG_SUITE: "s",
+        keys.TAG_LABEL: "vae",
+        keys.TAG_VARIANT: "vae",
+        keys.TAG_STAGE: keys.STAGE_SEARCH,
+        keys.TAG_SEARCH_ID: SEARCH,
+    }
+    return tags if claim is None else tags | {keys.TAG_CLAIM: claim}
+
+
+def active_parents(client, experiment) -> list:
+    return runs._search_parents(client, experiment, SEARCH)
+
+
+def test_a_parent_chosen_meanwhile_wins_whatever_its_start_time(tracking_uri, monkeypatch):
+    """The interleaving of issue #33 for search parents: worker B finds no parent, creates its
+    candidate, and while B settles worker A (whose clock runs ahead, so its run looks younger)
+    has created and chosen its own. Under the old rule (the oldest start time wins) B kept its
+    own and the search had two parents; now B withdraws and joins A's."""
+    client, experiment = store(tracking_uri)
+    created = {}
+
+    def a_elects_itself_while_b_settles(seconds):
+        if "a" not in created:
+            ahead = int(time.time() * 1000) + 90_000  # A's clock, 90 s ahead of B's
+            run = client.create_run(experiment, start_time=ahead, tags=parent_tags(keys.CLAIM_HELD))
+            created["a"] = run.info.run_id
+
+    monkeypatch.setattr(runs.time, "sleep", a_elects_itself_while_b_settles)
+    chosen = runs.search_parent_run(client, experiment, "s", "vae", SEARCH, new=False, settle=1)
+
+    assert chosen == created["a"]
+    assert [run.info.run_id for run in active_parents(client, experiment)] == [created["a"]]
+
+
+def test_workers_that_start_a_search_at_once_agree_on_one_parent(tracking_uri):
+    client, experiment = store(tracking_uri)
+    chosen: list[str] = []
+
+    def worker():
+        mine = MlflowClient(tracking_uri)
+        chosen.append(runs.search_parent_run(mine, experiment, "s", "vae", SEARCH, False, 0.2))
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(chosen) == 3 and len(set(chosen)) == 1
+    assert [run.info.run_id for run in active_parents(client, experiment)] == chosen[:1]
+
+
+def test_a_later_worker_joins_the_chosen_parent_and_rerun_starts_a_new_one(tracking_uri):
+    client, experiment = store(tracking_uri)
+    first = runs.search_parent_run(client, experiment, "s", "vae", SEARCH, new=False)
+    assert runs.search_parent_run(client, experiment, "s", "vae", SEARCH, new=False) == first
+    fresh = runs.search_parent_run(client, experiment, "s", "vae", SEARCH, new=True)
+    assert fresh != first
+    assert runs.search_parent_run(client, experiment, "s", "vae", SEARCH, new=False) == fresh
+
+
+def test_a_parent_from_before_the_election_counts_as_chosen(tracking_uri):
+    client, experiment = store(tracking_uri)
+    old = client.create_run(experiment, tags=parent_tags(None)).info.run_id
+    assert runs.search_parent_run(client, experiment, "s", "vae", SEARCH, new=False) == old
+
+
+def test_the_report_ignores_a_candidate_left_by_a_worker_that_died_mid_election(tracking_uri):
+    client, experiment = store(tracking_uri)
+    elected = runs.search_parent_run(client, experiment, "s", "vae", SEARCH, new=False)
+    client.create_run(experiment, tags=parent_tags(keys.CLAIM_CANDIDATE))  # created last
+    parents = active_parents(client, experiment)
+    assert len(parents) == 2
+    assert latest_parents(parents, {"vae": SEARCH})["vae"].info.run_id == elected
+    assert runs.search_parent_run(client, experiment, "s", "vae", SEARCH, new=False) == elected
