@@ -10,10 +10,10 @@ moves the features, and FID, by percent). Also the largest feature difference to
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
+from figures import machine_line
 
 from bench.metrics import inception_weights
 
@@ -50,9 +50,8 @@ def main() -> None:
     count = args.batches * args.batch_size
     gray = torch.randint(0, 256, (count, 1, 28, 28), dtype=torch.uint8, generator=generator)
     images = gray.expand(-1, 3, -1, -1).contiguous()
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{args.threads} threads, {count} images in batches of {args.batch_size}; weights: "
-          f"{weights.source}")  # fmt: skip
+    print(machine_line(torch.device("cpu")))
+    print(f"{count} images in batches of {args.batch_size}; weights: {weights.source}")
     plain = inception_weights.extractor(weights.path)
     reference = None
     for mode in MODES:

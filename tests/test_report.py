@@ -187,6 +187,10 @@ def test_markdown_table_states_values_directions_and_feature_spaces(store, rende
     assert "Welch" in markdown and "Holm" in markdown
     assert "| *Best (tested)* |" in markdown
     assert "![FID over training](images/fid.png)" in markdown  # evaluated at steps 4 and 8
+    # C_T is a z-score that grows with the sample count: the count is stated beside it
+    copying = next(line for line in lines if line.startswith("| Data copying C_T |"))
+    assert "32 samples against the test split's images" in copying
+    assert "compare C_T only between reports at the same count" in copying
 
 
 def test_failed_cells_have_their_own_section_with_the_reason(store, rendered):

@@ -1,5 +1,6 @@
 """A search's validation images stay out of what scores its trials (issue #35): the domain
-classifier never trains on them, and a validation evaluation's OOD shifts are made of them."""
+classifier never trains on them, a validation evaluation's OOD shifts are made of them, and its
+dataset OOD sets come from those datasets' train splits, never their test splits."""
 
 from __future__ import annotations
 
@@ -44,7 +45,27 @@ def test_a_validation_evaluations_ood_shifts_are_made_of_the_validation_images()
     evaluation = torch.randint(0, 256, (50, 1, 28, 28), dtype=torch.uint8)
     validation = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8)
     other = torch.zeros(10, 1, 28, 28, dtype=torch.uint8)
+    from_train = torch.ones(10, 1, 28, 28, dtype=torch.uint8)
     sets = {"invert": ood.shifted(evaluation, "invert"), "mnist": other}
-    shifted = ood.validation_sets(sets, validation, 1000)
+    shifted = ood.validation_sets(sets, {"mnist": from_train}, validation, 1000)
     assert torch.equal(shifted["invert"], 255 - validation)
-    assert shifted["mnist"] is other
+    assert shifted["mnist"] is from_train
+
+
+def test_a_searchs_dataset_ood_set_is_read_from_that_datasets_train_split(tmp_path):
+    """The suite's own data is held out for a search; the OOD dataset (here the synthetic set
+    again, as a stand-in for MNIST) gives its test split to the final evaluation and its train
+    split to the trials."""
+    config = EvaluationConfig(ood=[{"name": "synthetic"}], ood_images=64)
+    other = load_dataset("synthetic")
+    test_images = {image.numpy().tobytes() for image in other.eval.images}
+    train_images = {image.numpy().tobytes() for image in other.train.images}
+
+    searched = hold_out_validation(load_dataset("synthetic"), 100, 0)
+    sets, validation = evaluator.load_ood_sets(config, searched, None, tmp_path)
+    assert {image.numpy().tobytes() for image in sets["synthetic"]} <= test_images
+    assert {image.numpy().tobytes() for image in validation["synthetic"]} <= train_images
+    assert not {image.numpy().tobytes() for image in validation["synthetic"]} & test_images
+
+    plain, none = evaluator.load_ood_sets(config, load_dataset("synthetic"), None, tmp_path)
+    assert none == {} and torch.equal(plain["synthetic"], sets["synthetic"])

@@ -174,3 +174,24 @@ def test_a_diverged_cell_is_an_outcome_and_its_attempt_counts_after_a_rerun(tmp_
     for comparison in tests.comparisons:
         assert comparison.failed["vae"] == 1
         assert comparison.winner != "vae"
+
+
+def test_a_variant_whose_samples_copy_the_training_set_cannot_earn_the_star():
+    """A generator that replays training images wins FID, KID and coverage by far; Meehan et
+    al.'s C_T below -3 flags it, and the flag takes the mark away (issue #35), whichever way it
+    was chosen: a search's follow-up seeds or a fixed setting."""
+    values = {
+        "copier": {FID.key: [5.0, 5.1, 5.2], keys.DATA_COPYING: [-8.0, 1.0, 2.0]},
+        "vae": {FID.key: [20.0, 20.5, 19.8], keys.DATA_COPYING: [3.0, 2.5, 3.1]},
+    }
+    tests = significance(cells_frame(values), [FID], list(values))
+    comparison = tests.comparison(FID.key)
+    assert comparison.best == "copier" and comparison.best_copying == 1
+    assert comparison.others[0].verdict == "beyond seed noise"
+    assert comparison.winner is None
+    assert best_row([FID], tests) == ["no ★ (copier copies its training set); tied: copier"]
+    text = describe(comparison, summarize(cells_frame(values), [FID], list(values)))
+    assert text["verdict"].startswith("No ★: copier copies its training set on 1 of its 3 seeds")
+    # C_T at -2.9 is not the flag: the mark stands
+    values["copier"][keys.DATA_COPYING] = [-2.9, 1.0, 2.0]
+    assert significance(cells_frame(values), [FID], list(values)).comparison(FID.key).winner

@@ -38,6 +38,8 @@ class Evaluator:
     inception_skip_reason: str | None
     cache_dir: Path
     ood_sets: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    # a search's dataset OOD sets, from those datasets' train splits (load_ood_sets)
+    ood_validation_sets: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     inception_source: str | None = None  # where inception_weights came from, in words
 
     def inception_tags(self) -> dict[str, str]:
@@ -191,7 +193,7 @@ def prepare(
         if weights is None:
             skip_reason = inception_weights.skip_reason()
             log(skip_reason)
-    ood_sets = load_ood_sets(config, data, cli_root, cache_dir)
+    ood_sets, ood_validation_sets = load_ood_sets(config, data, cli_root, cache_dir)
     return Evaluator(
         data=data,
         config=config,
@@ -204,33 +206,40 @@ def prepare(
         inception_skip_reason=skip_reason,
         cache_dir=cache_dir,
         ood_sets=ood_sets,
+        ood_validation_sets=ood_validation_sets,
         inception_source=weights.source if weights is not None else None,
     )
 
 
 def load_ood_sets(
     config: EvaluationConfig, data: ImageData, cli_root: str | None, cache_dir: Path
-) -> dict[str, torch.Tensor]:
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """evaluation.ood's images (uint8, ood_images of each), read once per suite before any
     training: a shift of the evaluation images, or a dataset's test split brought to the suite's
-    image shape. A dataset missing offline is a DatasetNotFound naming the field."""
+    image shape. Second, for a suite with a search (a validation split), each dataset set drawn
+    from that dataset's train split instead, so that scoring a trial reads no test split (the
+    shifts of validation images are made in scoring_on). A dataset missing offline is a
+    DatasetNotFound naming the field."""
     channels, size = data.image_shape[0], data.image_shape[1]
-    sets = {}
+    sets, validation_sets = {}, {}
+    searched = data.validation is not None
     for index, entry in enumerate(config.ood):
         if entry.name in OOD_SHIFTS:
             images = ood.shifted(ood.subset(data.eval.images, config.ood_images), entry.name)
         else:
             try:
                 other = load_dataset(
-                    entry.name, entry.root, cli_root, "test", "test", cache_dir=cache_dir,
+                    entry.name, entry.root, cli_root, "train" if searched else "test", "test",
+                    cache_dir=cache_dir, progress=False,
                     preprocessing=Preprocessing(image_size=size, channels=channels),
-                    progress=False,
                 )  # fmt: skip
             except DatasetNotFound as err:
                 raise DatasetNotFound(f"evaluation.ood[{index}] ({entry.name}): {err}") from None
             images = ood.subset(other.eval.images, config.ood_images)
+            if searched:
+                validation_sets[entry.name] = ood.subset(other.train.images, config.ood_images)
         sets[entry.name] = images
-    return sets
+    return sets, validation_sets
 
 
 def scoring_on(evaluator: Evaluator, split: Split) -> Evaluator:
@@ -239,5 +248,7 @@ def scoring_on(evaluator: Evaluator, split: Split) -> Evaluator:
     are those of `split`, cached under its own digest, and so are its OOD shifts."""
     data = dataclasses.replace(evaluator.data, eval=split)
     images = on_device(split.images, evaluator.device, "validation set")
-    sets = ood.validation_sets(evaluator.ood_sets, split.images, evaluator.config.ood_images)
+    sets = ood.validation_sets(
+        evaluator.ood_sets, evaluator.ood_validation_sets, split.images, evaluator.config.ood_images
+    )
     return dataclasses.replace(evaluator, data=data, eval_images=images, ood_sets=sets)

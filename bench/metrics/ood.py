@@ -19,6 +19,8 @@ prefers the outliers (Nalisnick et al.'s finding).
 A set is a dataset the harness reads (its test split, preprocessed to the suite's image shape and
 channels: for a Fashion-MNIST suite, `mnist` is Nalisnick et al.'s set-up), or a shift of the
 evaluation images that needs no files: `noise` (uniform pixels), `invert` (255 - x), `vflip`.
+A search's validation evaluation reads no test split: its shifts are of the validation images,
+and its dataset sets come from those datasets' train splits.
 """
 
 from __future__ import annotations
@@ -56,14 +58,18 @@ def subset(images: torch.Tensor, n: int, seed: int = OOD_SEED) -> torch.Tensor:
 
 
 def validation_sets(
-    sets: dict[str, torch.Tensor], images: torch.Tensor, n: int
+    sets: dict[str, torch.Tensor],
+    dataset_sets: dict[str, torch.Tensor],
+    images: torch.Tensor,
+    n: int,
 ) -> dict[str, torch.Tensor]:
-    """The OOD sets of a search's validation evaluation: each shift made of the validation images
-    (`images`), as the evaluation's are made of the evaluation images, so that scoring a trial
-    never reads the test split. A dataset set (its own test split, another dataset) stays."""
+    """The OOD sets of a search's validation evaluation, so that scoring a trial never reads a
+    test split: each shift made of the validation images (`images`), as the evaluation's are made
+    of the evaluation images, and each dataset set from `dataset_sets` (that dataset's train
+    split) in place of its test split."""
     return {
-        name: shifted(subset(images, n), name) if name in OOD_SHIFTS else other
-        for name, other in sets.items()
+        name: shifted(subset(images, n), name) if name in OOD_SHIFTS else dataset_sets[name]
+        for name in sets
     }
 
 

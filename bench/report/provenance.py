@@ -78,11 +78,34 @@ def provenance(runs: list[Run], cells: pd.DataFrame) -> list[tuple[str, str]]:
         ("Evaluation", evaluation_text(param)),
         ("Seeds", ", ".join(str(s) for s in seeds)),
         ("Feature spaces", feature_spaces(runs)),
+        *copying_rows(runs),
         ("Code version", f"git {tag(keys.TAG_GIT_COMMIT)}; harness {param('code_version')}"),
         *plugin_rows(runs),
         ("Evaluation version", tag(keys.TAG_EVALUATION_VERSION)),
         ("Libraries", version_text),
         ("Device", tag(keys.TAG_DEVICE)),
+    ]
+
+
+def copying_rows(runs: list[Run]) -> list[tuple[str, str]]:
+    """What C_T was computed from: a z-score grows with the square root of the samples, so a
+    value is read only beside others at the same count (none when no run has C_T)."""
+    runs = [run for run in runs if keys.DATA_COPYING in run.data.metrics]
+    if not runs:
+        return []
+    params = {
+        name: _distinct([run.data.params.get(name) for run in runs])
+        for name in ("evaluation.num_samples", "dataset.eval_split", "dataset.train_split")
+    }
+    return [
+        (
+            "Data copying C_T",
+            f"{params['evaluation.num_samples']} samples against the "
+            f"{params['dataset.eval_split']} split's images, both by their distance to the "
+            f"{params['dataset.train_split']} split in the domain classifier's features (Meehan "
+            "et al. 2020); a z-score, which grows with the square root of the sample count: "
+            "compare C_T only between reports at the same count",
+        )
     ]
 
 

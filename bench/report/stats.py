@@ -30,6 +30,7 @@ from statsmodels.stats.multitest import multipletests
 
 from bench import keys
 from bench.metrics.table import Metric
+from bench.suite.search import COPYING_LIMIT
 
 ALPHA = 0.05  # family-wise level (Holm) of the Welch tests behind "beyond seed noise"
 DOMAIN_FAMILY = "domain"  # the tested metrics of the domain space, and those of no feature space
@@ -121,6 +122,9 @@ class Comparison:
     # label -> finished seeds without a value of this metric, counted in `failed` too: leaving
     # them out would judge a variant on the seeds that produced one (survivor bias)
     no_value: dict[str, int] = field(default_factory=dict)
+    # label -> finished seeds that copy their training set (C_T below COPYING_LIMIT): a copy
+    # flatters FID, KID, coverage and reconstruction, so such a variant earns no mark
+    copying: dict[str, int] = field(default_factory=dict)
 
     @property
     def family(self) -> str:
@@ -129,6 +133,10 @@ class Comparison:
     @property
     def best_failed(self) -> int:
         return self.failed.get(self.best, 0)
+
+    @property
+    def best_copying(self) -> int:
+        return self.copying.get(self.best, 0)
 
     @property
     def best_missing(self) -> int:
@@ -148,8 +156,8 @@ class Comparison:
         correction (so of the runner-up too), every one of its seeds finished and no variant has
         seeds without a result yet, else None: a best mean alone earns no mark, nor does one
         over the seeds that survived or that have run so far, nor one over the variants that
-        have run so far."""
-        if not self.others or self.best_failed or self.incomplete:
+        have run so far, nor one of a variant with a seed that copies its training set."""
+        if not self.others or self.best_failed or self.best_copying or self.incomplete:
             return None
         beyond = all(v.verdict == "beyond seed noise" for v in self.others)
         return self.best if beyond else None
@@ -226,6 +234,8 @@ def compare(cells: pd.DataFrame, metric: Metric, variants: list[str]) -> Compari
     ]
     # every variant of the report, not only those with values: one not run yet blocks the star
     counts = cell_counts(cells, list(dict.fromkeys([*variants, *cells["label"]])))
+    copying_values = finished.get(keys.DATA_COPYING, pd.Series(np.nan, index=finished.index))
+    copies = finished["label"][pd.to_numeric(copying_values, errors="coerce") < COPYING_LIMIT]
     return Comparison(
         metric,
         best,
@@ -239,6 +249,7 @@ def compare(cells: pd.DataFrame, metric: Metric, variants: list[str]) -> Compari
         cells={label: int(counts.loc[label, "cells"]) for label in values},
         missing={label: int(n) for label, n in counts["missing"].items()},
         no_value=no_value,
+        copying={label: int((copies == label).sum()) for label in values},
     )
 
 

@@ -20,6 +20,7 @@ from bench.report.stats import (
     Comparison,
     Significance,
 )
+from bench.suite.search import COPYING_LIMIT
 
 DASH = "–"
 FAMILY_TITLES = {DOMAIN_FAMILY: "domain family", INCEPTION_FAMILY: "Inception family"}
@@ -80,6 +81,7 @@ def tests_note(tests: Significance, metrics: list[Metric]) -> str:
         f"Holm-adjusted p < {ALPHA}; within seed noise: these seeds do not separate the two "
         "variants, which is not evidence that they are equal (with few seeds the test has "
         "little power). Failures count: a variant with a failed or diverged seed earns no ★, "
+        f"nor does one with a seed that copies its training set (C_T below {COPYING_LIMIT:g}), "
         "and no variant earns one while any variant has seeds with no result yet (not run, or "
         "still running: an unmeasured variant may still beat the best); each "
         f"row states the failed and missing seeds of its variant.{untestable} Not tested "
@@ -161,6 +163,11 @@ def best_row(metrics: list[Metric], tests: Significance) -> list[str]:
         elif comparison.best_failed and comparison.others:
             texts.append(
                 f"no ★ ({comparison.best} failed a seed); tied: " + ", ".join(comparison.tied)
+            )
+        elif comparison.best_copying and comparison.others:
+            texts.append(
+                f"no ★ ({comparison.best} copies its training set); tied: "
+                + ", ".join(comparison.tied)
             )
         elif comparison.incomplete and comparison.others:
             texts.append(
@@ -262,6 +269,14 @@ def describe(comparison: Comparison, summary: pd.DataFrame) -> dict:
             )
             + ", and its mean is over the "
             "seeds that finished; tied: " + ", ".join(comparison.tied) + "."
+        )
+    elif comparison.best_copying:
+        verdict = (
+            f"No ★: {comparison.best} copies its training set on {comparison.best_copying} of "
+            f"its {comparison.cells[comparison.best]} seeds (data copying C_T below "
+            f"{COPYING_LIMIT:g}, Meehan et al. 2020's flag), which flatters this metric; tied: "
+            + ", ".join(comparison.tied)
+            + "."
         )
     elif comparison.best_missing:
         verdict = (
