@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from bench import keys
 from bench.cli import main
-from bench.report.published import declared_published, published_sections
+from bench.report.published import agreement, declared_published, published_sections
 from bench.suite.load import load_suite
 from tests.conftest import TINY_SUITE
 
@@ -107,5 +107,31 @@ def test_the_report_sets_ours_beside_theirs_and_names_the_differences(
         assert f"- {difference}" in section
     assert "reference split" not in section  # test on both sides: no difference to name
     assert "Note: recalled, not confirmed" in section
+    assert "How ours compare (side by side, no test):" in section
+    assert "- Ordering, best first: ours " in section
     html = (out / "report.html").read_text()
     assert 'id="published-results"' in html and "26.5 ± 1.6" in html
+
+
+def test_the_section_says_whether_the_ordering_and_the_gaps_agree():
+    theirs = {"dcgan-bce": 26.5, "dcgan-wgan-gp": 24.5, "vae": 58.7}
+    same = agreement({"dcgan-bce": 40.0, "dcgan-wgan-gp": 35.0, "vae": 90.0}, theirs, True)
+    assert (
+        "Ordering, best first: ours dcgan-wgan-gp then dcgan-bce then vae; theirs "
+        "dcgan-wgan-gp then dcgan-bce then vae: the same." in same
+    )
+    assert "Gap vae − dcgan-wgan-gp: ours +55, theirs +34.2." in same
+    assert "vae: ours 90, theirs 58.7: +31.3 (1.53x theirs)." in same
+
+    swapped = agreement({"dcgan-bce": 30.0, "dcgan-wgan-gp": 45.0}, theirs, True)
+    assert swapped[0] == "No value of ours yet for vae: left out below."
+    assert swapped[1].endswith(": differs: dcgan-wgan-gp vs dcgan-bce swap.")
+    assert "Gap dcgan-bce − dcgan-wgan-gp: ours -15, theirs +2." in swapped
+
+    # higher is better (e.g. precision): the best is the largest
+    assert agreement({"a": 0.9, "b": 0.5}, {"a": 0.8, "b": 0.6}, False)[0].startswith(
+        "Ordering, best first: ours a then b; theirs a then b: the same"
+    )
+    assert agreement({"vae": 90.0}, theirs, True)[1] == (
+        "Ordering and gaps need two variants with values on both sides."
+    )

@@ -44,11 +44,13 @@ def published_sections(
         if spec is None:  # a metric this version of the harness no longer has
             continue
         summary = summarize(cells, [spec], variants) if block.metric in cells else None
-        rows = []
+        rows, our_means = [], {}
         for label, theirs in block.values.items():
             ours, seeds = DASH, 0
             if summary is not None and label in summary.index:
                 seeds = int(summary.loc[label, (block.metric, "n")])
+                if seeds:
+                    our_means[label] = float(summary.loc[label, (block.metric, "mean")])
                 ours = format_mean_ci(
                     summary.loc[label, (block.metric, "mean")],
                     summary.loc[label, (block.metric, "ci")],
@@ -67,11 +69,52 @@ def published_sections(
                 "ours_statistic": f"mean ± half-width of the {CONFIDENCE:.0%} t-interval over "
                 "finished seeds",
                 "rows": rows,
+                "agreement": agreement(
+                    our_means, {k: v.mean for k, v in block.values.items()}, spec.lower_is_better
+                ),
                 "differences": protocol_differences(block, used) + block.differences,
                 "note": block.note,
             }
         )
     return sections
+
+
+def agreement(ours: dict[str, float], theirs: dict[str, float], lower: bool | None) -> list[str]:
+    """Whether our means tell the paper's story, in sentences: the ordering of the variants that
+    have our values (best first) on both sides and the pairs that swap, the gap between every two
+    of them on both sides, and each variant's value against theirs."""
+    shared = [label for label in theirs if label in ours]
+    missing = [label for label in theirs if label not in ours]
+    lines = []
+    if missing:
+        lines.append("No value of ours yet for " + ", ".join(missing) + ": left out below.")
+    if len(shared) < 2:
+        lines.append("Ordering and gaps need two variants with values on both sides.")
+    else:
+        sign = 1 if lower is not False else -1
+        mine = sorted(shared, key=lambda label: sign * ours[label])
+        paper = sorted(shared, key=lambda label: sign * theirs[label])
+        swaps = [
+            f"{a} vs {b}"
+            for i, a in enumerate(paper)
+            for b in paper[i + 1 :]
+            if (ours[a] - ours[b]) * (theirs[a] - theirs[b]) < 0
+        ]
+        order = " then ".join
+        verdict = "the same" if not swaps else "differs: " + ", ".join(swaps) + " swap"
+        lines.append(f"Ordering, best first: ours {order(mine)}; theirs {order(paper)}: {verdict}.")
+        for i, a in enumerate(paper):
+            for b in paper[i + 1 :]:
+                lines.append(
+                    f"Gap {b} − {a}: ours {ours[b] - ours[a]:+.3g}, theirs "
+                    f"{theirs[b] - theirs[a]:+.3g}."
+                )
+    for label in shared:
+        difference = ours[label] - theirs[label]
+        ratio = f" ({ours[label] / theirs[label]:.2f}x theirs)" if theirs[label] else ""
+        lines.append(f"{label}: ours {ours[label]:.3g}, theirs {theirs[label]:g}: "
+                     f"{difference:+.3g}{ratio}.")  # fmt: skip
+    return lines
 
 
 def protocol_differences(block: PublishedConfig, runs: list[Run]) -> list[str]:
