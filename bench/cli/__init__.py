@@ -169,10 +169,8 @@ def run(
         found = estimate.estimate(suite, select_device(device))
         click.echo("\n".join(estimate.describe(found)))
         return
-    from bench.run.runner import (  # torch and mlflow load only when there is work to do
-        resume_command,
-        run_suite,
-    )
+    from bench.run.runner import run_suite  # torch and mlflow load only when there is work to do
+    from bench.run.summary import resume_command
 
     again = resume_command(
         suite_file,

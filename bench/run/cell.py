@@ -7,11 +7,11 @@ cell that diverges or raises is ended as failed with its reason and keeps its la
 its outcome goes back to the executor, and the suite goes on.
 
 Also here: what every executor shares. `execute` runs one cell in a SuiteContext
-(bench/run/context.py) and returns its Outcome; `record` files an outcome in the Summary. An
-executor is anything that runs a list of (progress prefix, cell) pairs and records each outcome
-(see `Executor`): `run_cells` below (one after another, in this process), bench/run/parallel.py
-(worker processes) and bench/run/ray_executor.py (Ray tasks). None of them knows about suites'
-stages (bench/run/runner.py).
+(bench/run/context.py) and returns its Outcome; `record` (bench/run/summary.py) files an outcome
+in the Summary. An executor is anything that runs a list of (progress prefix, cell) pairs and
+records each outcome (see `Executor`): `run_cells` below (one after another, in this process),
+bench/run/parallel.py (worker processes) and bench/run/ray_executor.py (Ray tasks). None of them
+knows about suites' stages (bench/run/runner.py).
 
 While cells run, the first SIGINT (Ctrl-C) or SIGTERM stops training at the next step boundary
 with a checkpoint, marks the run KILLED and ends the suite (Summary.interrupted); a second Ctrl-C
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -36,6 +35,7 @@ from bench.metrics import evaluate
 from bench.run import checkpoint, hardware
 from bench.run.artifacts import log_artifacts, log_served_model
 from bench.run.context import SuiteContext, stop_on_signals
+from bench.run.summary import Outcome, Summary, record
 from bench.run.train import (
     MEMORY_FORMAT_NAMES,
     MEMORY_FORMATS,
@@ -47,50 +47,6 @@ from bench.run.train import (
 )
 from bench.suite.expand import Cell
 from bench.tracking import claims
-
-
-@dataclass
-class Summary:
-    finished: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    interrupted: str | None = None  # the signal ("SIGINT", "SIGTERM") that stopped the suite
-    interrupted_at: dict[str, int] = field(default_factory=dict)  # cell -> step it resumes from
-    not_run: list[str] = field(default_factory=list)  # cells never started (interruption)
-    # search trials that failed: counted as the worst value by the search, not a failed suite
-    trials_failed: list[tuple[str, str]] = field(default_factory=list)
-    # (prefix, cell) that another worker holds a live claim on (bench/tracking/claims.py): the
-    # runner waits for them, and takes them over when their worker dies
-    elsewhere: list[tuple[str, Cell]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and self.interrupted is None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one cell's attempt ended: finished (no reason), failed (reason), or interrupted by a
-    signal at a step (a checkpoint was saved there)."""
-
-    reason: str | None = None
-    interrupted: str | None = None
-    step: int | None = None
-    elsewhere: str | None = None  # another worker holds the cell (its worker id), or finished it
-
-
-def record(summary: Summary, cell: Cell, outcome: Outcome, prefix: str = "") -> None:
-    if outcome.elsewhere is not None:
-        summary.elsewhere.append((prefix or cell.name, cell))
-    elif outcome.interrupted is not None:
-        summary.interrupted = summary.interrupted or outcome.interrupted
-        summary.interrupted_at[cell.name] = outcome.step
-    elif outcome.reason is None:
-        summary.finished.append(cell.name)
-    elif cell.trial is not None:
-        summary.trials_failed.append((cell.name, outcome.reason))
-    else:
-        summary.failed.append((cell.name, outcome.reason))
 
 
 class Executor(Protocol):

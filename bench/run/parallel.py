@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.run.cell import Outcome, Summary, execute, fail_lost_cell, record
+from bench.run.cell import execute, fail_lost_cell
 from bench.run.context import RunSettings, SuiteContext, build_context, stop_on_signals
+from bench.run.summary import Outcome, Summary, record
 from bench.suite import plugins
 from bench.suite.expand import Cell, plugins_used
 

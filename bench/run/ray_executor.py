@@ -22,8 +22,9 @@ last checkpoints kept) and the rest are not run.
 
 from __future__ import annotations
 
-from bench.run.cell import Outcome, Summary, execute, fail_lost_cell, record
+from bench.run.cell import execute, fail_lost_cell
 from bench.run.context import RunSettings, SuiteContext, build_context, stop_on_signals
+from bench.run.summary import Outcome, Summary, record
 from bench.suite import plugins
 from bench.suite.expand import Cell, plugins_used
 from bench.suite.schema import SuiteError

@@ -14,7 +14,6 @@ before anything is written to the store.
 
 from __future__ import annotations
 
-import shlex
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +26,7 @@ from bench.data.cache import default_cache_dir
 from bench.metrics import table
 from bench.metrics.settings import EvaluationConfig
 from bench.run import checkpoint, hardware
-from bench.run.cell import Executor, Outcome, Summary, record, run_cells
+from bench.run.cell import Executor, run_cells
 from bench.run.context import (
     RunSettings,
     SuiteContext,
@@ -35,6 +34,7 @@ from bench.run.context import (
     load_suite_data,
     stop_on_signals,
 )
+from bench.run.summary import Outcome, Summary, echo_summary, record
 from bench.run.train import select_device
 from bench.suite.expand import Cell, expand
 from bench.suite.schema import Suite, SuiteError
@@ -356,51 +356,3 @@ def wait_for_other_workers(context: SuiteContext, summary: Summary, run_stage) -
                 summary.interrupted = stop.received
                 summary.not_run += [cell.name for _, cell in summary.elsewhere]
                 summary.elsewhere = []
-
-
-def echo_summary(name: str, summary: Summary, echo) -> None:
-    counts = (
-        f"suite {name}: {len(summary.finished)} finished, {len(summary.skipped)} skipped, "
-        f"{len(summary.failed)} failed"
-    )
-    if summary.interrupted:
-        counts += f", {len(summary.not_run)} not run: interrupted by {summary.interrupted}"
-    for name, step in summary.interrupted_at.items():
-        counts += f"; {name} resumes from step {step}"
-    echo(counts)
-    for title, names in (
-        ("finished", summary.finished),
-        ("skipped", summary.skipped),
-        ("not run", summary.not_run),
-    ):
-        if names:
-            echo(f"  {title}: {', '.join(names)}")
-    for name, reason in summary.failed:
-        echo(f"  failed {name}: {reason}")
-    if summary.trials_failed:
-        echo(
-            f"  {len(summary.trials_failed)} search trials failed (each counts as the worst value):"
-        )
-    for name, reason in summary.trials_failed:
-        echo(f"    {name}: {reason}")
-
-
-def resume_command(
-    suite_file: str,
-    overrides: tuple[str, ...],
-    options: dict[str, str | None],
-    compile_networks: bool | None,
-    plugin_files: tuple[str, ...] = (),
-) -> str:
-    """The `bench run` command that resumes this one: the same suite, overrides, plugins and
-    options (those given), without --rerun (which would start the cells over)."""
-    again = ["bench", "run", suite_file]
-    for override in overrides:
-        again += ["--set", override]
-    for plugin in plugin_files:
-        again += ["--plugin", plugin]
-    for option, value in options.items():
-        again += [option, value] if value else []
-    if compile_networks is not None:
-        again.append("--compile" if compile_networks else "--no-compile")
-    return shlex.join(again)

@@ -33,15 +33,14 @@ from types import ModuleType
 from typing import Any
 
 import torch
-from torch import nn
 
 import models
+from bench.suite import model_contract
 from bench.suite.schema import SuiteError
 from models.registry import NameTaken
 
 MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 CONTRACT = "README.md, 'Your own model'"
-PROBE_BATCH = 4  # images of the one-step trial: more than one, for batch norm
 PROBE_WIDTH = 8  # network width of the trial: the contract does not depend on it, its time does
 
 
@@ -197,7 +196,7 @@ def _import(plugin: Plugin) -> Plugin:
         )
     for name in added:
         cls = models.REGISTRY[name]
-        problem = _contract_problem(cls)
+        problem = model_contract.class_problem(cls)
         if problem is not None:
             where = _at(plugin, _class_line(cls))  # while its module can still be inspected
             _forget(plugin, before)
@@ -266,31 +265,10 @@ def _class_line(cls: type) -> int | None:
         return None
 
 
-def _contract_problem(cls: type) -> str | None:
-    """What the class lacks of the contract that can be seen without building it."""
-    if not (isinstance(cls, type) and issubclass(cls, models.GenerativeModel)):
-        return (
-            "is not a models.GenerativeModel subclass: derive it from GenerativeModel, which "
-            "gives adam, descend, checkpoints, sample and decode"
-        )
-    if not callable(getattr(cls, "train_step", None)):
-        return (
-            "has no train_step: define train_step(self, x) -> {loss name: detached scalar}, "
-            "one update of all its networks"
-        )
-    options = getattr(cls, "Options", None)
-    if not (isinstance(options, type) and issubclass(options, models.ModelOptions)):
-        return (
-            "has no Options that is a models.ModelOptions: declare `class Options(ModelOptions)` "
-            "inside it, one typed field with a default per option (none: `pass`)"
-        )
-    return None
-
-
 def check_model(
     name: str, options: dict[str, Any], image_shape: tuple[int, ...], hparams: models.Hparams
 ) -> None:
-    """A plugin model's one training step on a throwaway CPU instance (PROBE_BATCH random images
+    """A plugin model's one training step on a throwaway CPU instance (a few random images
     of `image_shape`, networks PROBE_WIDTH wide): what only a built model shows (no decoder, no
     optimizers, train_step without losses, samples of the wrong shape) fails here, before any
     run. Built-in models are not checked (their tests do it); seeds are left as they were."""
@@ -304,7 +282,7 @@ def check_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         try:
-            problem = _step_problem(name, options, tuple(image_shape), hparams)
+            problem = model_contract.step_problem(name, options, tuple(image_shape), hparams)
             line = None
         except Exception as err:  # the model's own code raised: a bug in the plugin
             problem = f"raised {type(err).__name__}: {err}".splitlines()[0]
@@ -315,67 +293,6 @@ def check_model(
         _unload(plugin)  # as for a problem found on import: nothing of it stays registered
         raise PluginError(f"plugin {_at(plugin, line)}: model {name!r} {problem} ({CONTRACT})")
     _checked.add(key)
-
-
-def _step_problem(name: str, options, shape: tuple[int, ...], hparams) -> str | None:
-    model = models.build(name, options, shape, hparams, "cpu")
-    if not isinstance(getattr(model, "decoder", None), nn.Module):
-        return (
-            "sets no decoder: assign self.decoder in __init__, an nn.Module from latents to images "
-            "in [-1, 1] (models.networks.Decoder)"
-        )
-    if not model.optimizers:
-        return (
-            "lists no optimizers: put each in self.optimizers (name -> optimizer), so that a "
-            "checkpoint saves them and a resumed run continues exactly"
-        )
-    x = torch.rand(PROBE_BATCH, *shape) * 2 - 1
-    losses = model.train_step(x)
-    if not isinstance(losses, dict) or not losses:
-        return (
-            f"train_step returned {losses!r:.60}, not its losses: return "
-            "{loss name: loss.detach()}, e.g. {'loss': loss.detach()}"
-        )
-    for loss, value in losses.items():
-        scalar = isinstance(value, int | float) or (
-            isinstance(value, torch.Tensor) and value.numel() == 1
-        )
-        if not isinstance(loss, str) or not scalar:
-            return f"train_step's loss {loss!r} is not a scalar under a name: {value!r:.60}"
-        if isinstance(value, torch.Tensor) and value.requires_grad:
-            return f"train_step's loss {loss!r} is not detached: return {loss!r}: loss.detach()"
-    if model.num_steps != 1:
-        return (
-            "train_step does not count its calls: add `self.num_steps += 1` (checkpoints and "
-            "generator_updates, discriminator_updates, images_seen read it)"
-        )
-    samples = model.sample(2)
-    if tuple(samples.shape) != (2, *shape):
-        return (
-            f"sample(2) has shape {tuple(samples.shape)}, not {(2, *shape)}: the decoder maps "
-            f"latents (N, latent_dim) to images (N, C, H, W)"
-        )
-    if model.has_encoder and tuple(model.encode(x).shape) != (PROBE_BATCH, hparams.latent_dim):
-        return (
-            "has has_encoder set but encode(x) is not (N, latent_dim): self.encoder returns "
-            "(mean, log-variance), as models.networks.Encoder does"
-        )
-    if model.has_encoder and type(model).reconstruction_nll_per_example is (
-        models.GenerativeModel.reconstruction_nll_per_example
-    ):
-        return (
-            "has has_encoder set but no likelihood: define reconstruction_nll_per_example(x_tilde, "
-            "x) -> -log p(x | x_tilde) per example (the -ELBO out-of-distribution score needs it)"
-        )
-    if model.has_discriminator and model.discriminator_on_images:
-        dis = getattr(model, "discriminator", None)
-        if not (callable(getattr(dis, "features", None)) and hasattr(dis, "num_layers")):
-            return (
-                "has has_discriminator set but no image discriminator in self.discriminator "
-                "(features(x, layer) and num_layers, as models.networks.Discriminator); set "
-                "discriminator_on_images = False if it judges something else"
-            )
-    return None
 
 
 def served_class(identity: dict[str, str], source: str, name: str) -> type:
