@@ -547,6 +547,47 @@ def test_report_by_experiment_name_keeps_an_edited_suites_configurations_apart(t
     assert "| vae [bbbbbb] | 2 | 100% (2/2) | 0/2 | 21 ± 13 |" in markdown
 
 
+def test_an_interrupted_run_is_a_missing_seed_not_a_failed_one(tmp_path):
+    """A run killed from outside (SIGTERM, Ctrl-C: `bench run` marks it KILLED and resumes it) says
+    nothing about its model: the cell has no result yet, as a cell still running. Only a raised
+    or diverged run is a failed seed, which blocks the variant's star for good."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = tracking.connect(uri)
+    experiment = client.create_experiment("interrupted")
+    fid = keys.fid_key("domain")
+    ended = {("a", 0): 10.0, ("a", 1): 11.0, ("a", 2): None, ("b", 0): 20.0, ("b", 1): 21.0}
+    ended[("b", 2)] = None
+    for (label, seed), value in ended.items():
+        tags = {
+            keys.TAG_LABEL: label,
+            keys.TAG_MODEL: "vae",
+            keys.TAG_VARIANT_ID: f"{label}-variant",
+            keys.TAG_CELL_ID: f"{label}-{seed}",
+            keys.TAG_SEED: str(seed),
+        }
+        run_id = client.create_run(experiment, tags=tags).info.run_id
+        if value is not None:
+            client.log_metric(run_id, fid, value)
+            tracking.finish(client, run_id)
+        elif label == "a":  # what `bench run` writes on SIGTERM
+            tracking.fail(client, run_id, "interrupted by SIGTERM at step 12", killed=True)
+        else:
+            tracking.fail(client, run_id, "RuntimeError: boom")
+
+    report = load_report("interrupted", uri)
+    counts = cell_counts(report.cells, report.variants)
+    assert counts.loc["a", ["finished", "failed", "missing"]].tolist() == [2, 0, 1]
+    assert counts.loc["b", ["finished", "failed", "missing"]].tolist() == [2, 1, 0]
+    assert failed_text(counts.loc["a"]) == "0/3 (+1 missing)"
+    interrupted = report.cells.set_index("cell_id").loc["a-2"]
+    assert interrupted["status"] == "interrupted"
+    assert "interrupted by SIGTERM at step 12" in interrupted["reason"]
+    assert "resumes" in interrupted["reason"]
+    markdown = write_report(report, tmp_path / "out", ("md",))[0].read_text()
+    assert "| a | 2 | 67% (2/3) | **0/3 (+1 missing)** |" in markdown
+    assert "| b | 2 | 67% (2/3) | **1/3** |" in markdown
+
+
 def chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
         if found := shutil.which(name):

@@ -13,19 +13,24 @@ from bench import keys, tracking
 UNTAGGED = "untagged"  # name suffix of runs logged before the variant_id tag existed
 
 
+STATUS_INTERRUPTED = "interrupted"  # a KILLED run: a missing seed, never a failed one
 ID_CHARS = 6  # characters of a variant_id that tell two configurations of one label apart
 
 
 def _run_row(run: Run) -> dict:
     tags, info = run.data.tags, run.info
+    reason = tags.get(keys.TAG_FAILURE, "")
     if tags.get(keys.TAG_STATUS) == keys.STATUS_FINISHED and info.status == "FINISHED":
         status = keys.STATUS_FINISHED
-    elif tags.get(keys.TAG_STATUS) == keys.STATUS_FAILED or info.status in ("FAILED", "KILLED"):
+    elif info.status == "KILLED":
+        # stopped from outside (a signal, Ctrl-C, a dead worker's lease): no outcome of the model,
+        # and `bench run` resumes it, so the cell has no result yet rather than a failed seed
+        status = STATUS_INTERRUPTED
+        reason = f"no result yet: {reason or 'the run was killed'} (`bench run` resumes it)"
+    elif tags.get(keys.TAG_STATUS) == keys.STATUS_FAILED or info.status == "FAILED":
         status = keys.STATUS_FAILED
     else:
         status = "unfinished"
-    reason = tags.get(keys.TAG_FAILURE, "")
-    if status == "unfinished":
         reason = f"no result: the run is {info.status} (still running, or its process died)"
     return {
         "run_id": info.run_id,

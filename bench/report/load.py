@@ -78,7 +78,7 @@ class Report:
 
     @property
     def unfinished(self) -> pd.DataFrame:
-        """Cells without a finished run: failed, never run, or still running / killed."""
+        """Cells without a finished run: failed, never run, interrupted, or still running."""
         return self.cells[self.cells["status"] != keys.STATUS_FINISHED]
 
     @property

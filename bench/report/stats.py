@@ -67,8 +67,8 @@ def t_half_width(std: pd.Series, n: pd.Series) -> pd.Series:
 
 
 def cell_counts(cells: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
-    """Per variant: its cells, how many finished, failed (the run failed, diverged or was killed)
-    and are missing (never run, or still running / its process died), and the diverged attempts
+    """Per variant: its cells, how many finished, failed (the run failed or diverged) and are
+    missing (never run, interrupted, or still running / its process died), and the diverged attempts
     of cells that were run again."""
     status = cells["status"]
     attempts = cells.get("diverged_attempts", pd.Series(0, index=cells.index))

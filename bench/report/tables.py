@@ -46,9 +46,9 @@ def summary_note(tests: Significance) -> str:
         "without ±: the same on every seed; (n=k): only k of the variant's seeds have this "
         "value. Seeds: the finished cells the means are over. Success: finished cells over "
         "attempts (the variant's cells plus diverged attempts of cells run again). Failed: cells "
-        "whose run failed, "
-        "diverged or was killed, of the variant's cells (+ missing: never run, or still "
-        "running / died); they are not in the means (see Failed and missing cells). "
+        "whose run failed or diverged, of the variant's cells (+ missing: never run, "
+        "interrupted and not resumed yet, or still running / died); they are not in the means "
+        "(see Failed and missing cells). "
         "↓ lower is better, ↑ higher is better; – no value (the metric does not apply to the "
         f"variant, or was not logged). {stars}"
     )
