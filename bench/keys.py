@@ -172,6 +172,9 @@ TAG_HEARTBEAT = "heartbeat"
 TAG_CLAIM = "claim"  # CLAIM_CANDIDATE while the workers elect the holder, then CLAIM_HELD
 CLAIM_CANDIDATE = "candidate"
 CLAIM_HELD = "held"
+# a search parent between its worker's mark and that worker's check (runs.search_parent_run):
+# not final yet, so no other worker joins it
+CLAIM_MARKED = "marked"
 TAG_NOTE = "mlflow.note.content"
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND_TRAINING = "custom_model_development"

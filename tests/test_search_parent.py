@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from bench import keys
@@ -75,6 +76,38 @@ def test_workers_that_start_a_search_at_once_agree_on_one_parent(tracking_uri):
     assert [run.info.run_id for run in active_parents(client, experiment)] == chosen[:1]
 
 
+def test_a_worker_never_joins_a_parent_that_is_only_marked(tracking_uri, monkeypatch):
+    """The interleaving behind the CI failure at 5b92d03: worker A has marked its parent but not
+    yet checked for rivals when worker C lists the parents. A may still withdraw (it saw B's mark),
+    so C must wait for A's outcome instead of joining A's parent; here A withdraws while C waits,
+    and C's search goes on under a parent that stays."""
+    client, experiment = store(tracking_uri)
+    marked = client.create_run(experiment, tags=parent_tags(keys.CLAIM_MARKED)).info.run_id
+
+    def a_withdraws_while_c_waits(seconds):
+        if client.get_run(marked).info.lifecycle_stage == "active":
+            client.delete_run(marked)
+
+    monkeypatch.setattr(runs.time, "sleep", a_withdraws_while_c_waits)
+    chosen = runs.search_parent_run(client, experiment, "s", "vae", SEARCH, new=False, settle=1)
+
+    assert chosen != marked
+    assert [run.info.run_id for run in active_parents(client, experiment)] == [chosen]
+    assert client.get_run(chosen).data.tags[keys.TAG_CLAIM] == keys.CLAIM_HELD
+
+
+def test_a_parent_left_marked_by_a_dead_worker_stops_the_search_with_its_run_id(
+    tracking_uri, monkeypatch
+):
+    client, experiment = store(tracking_uri)
+    marked = client.create_run(experiment, tags=parent_tags(keys.CLAIM_MARKED)).info.run_id
+    monkeypatch.setattr(runs, "MARKED_PATIENCE", -1.0)
+    monkeypatch.setattr(runs.time, "sleep", lambda seconds: None)
+    with pytest.raises(RuntimeError, match=f"{marked} stayed marked.*delete it"):
+        runs.search_parent_run(client, experiment, "s", "vae", SEARCH, new=False, settle=1)
+    assert [run.info.run_id for run in active_parents(client, experiment)] == [marked]
+
+
 def test_a_later_worker_joins_the_chosen_parent_and_rerun_starts_a_new_one(tracking_uri):
     client, experiment = store(tracking_uri)
     first = runs.search_parent_run(client, experiment, "s", "vae", SEARCH, new=False)
@@ -94,7 +127,8 @@ def test_the_report_ignores_a_candidate_left_by_a_worker_that_died_mid_election(
     client, experiment = store(tracking_uri)
     elected = runs.search_parent_run(client, experiment, "s", "vae", SEARCH, new=False)
     client.create_run(experiment, tags=parent_tags(keys.CLAIM_CANDIDATE))  # created last
+    client.create_run(experiment, tags=parent_tags(keys.CLAIM_MARKED))  # its mark, never checked
     parents = active_parents(client, experiment)
-    assert len(parents) == 2
+    assert len(parents) == 3
     assert latest_parents(parents, {"vae": SEARCH})["vae"].info.run_id == elected
     assert runs.search_parent_run(client, experiment, "s", "vae", SEARCH, new=False) == elected

@@ -202,6 +202,7 @@ def diverged(run) -> bool:
 
 
 PARENT_ATTEMPTS = 8  # elections of a search parent before giving up (each a random pause apart)
+MARKED_PATIENCE = 60.0  # seconds a worker waits for another worker's marked parent to be decided
 
 
 def search_parent_run(
@@ -217,11 +218,14 @@ def search_parent_run(
     this search unless `new` (--rerun), else a fresh one.
 
     Workers that start the search at once elect one parent the way cells elect a holder
-    (bench/tracking/claims.py), flag then check, with no clock: each creates its parent as a
-    candidate, waits `settle`, and withdraws (deletes it) for a parent already marked chosen;
-    else it marks its own chosen, lists again, and withdraws if another one is marked too. Of two
-    workers that both marked, at least one sees the other's mark; when both withdrew, each tries
-    again after a random pause. A parent from before this election (no claim tag) counts as chosen.
+    (bench/tracking/claims.py), flag then check, with no clock deciding: each creates its parent
+    as a candidate, waits `settle`, and withdraws (deletes it) when another parent is marked or
+    held; else it marks its own, lists again, and withdraws if another one is marked or held too.
+    Of two workers that both marked, at least one sees the other's mark, so at most one passes its
+    check; only that one sets its parent held, and only a held parent is ever joined. (A joiner
+    that took any marked parent could pick one that then withdraws: the CI failure this rule
+    fixes.) While a parent is marked the others wait for its outcome; when both withdrew, each
+    tries again after a random pause. A parent from before this election (no claim tag) is held.
     """
     tags = {
         keys.TAG_SUITE: suite,
@@ -230,24 +234,30 @@ def search_parent_run(
         keys.TAG_STAGE: keys.STAGE_SEARCH,
         keys.TAG_SEARCH_ID: search_id,
     }
-    if new:  # one worker's --rerun: a fresh parent, chosen at once
+    if new:  # one worker's --rerun: a fresh parent, held at once
         tags[keys.TAG_CLAIM] = keys.CLAIM_HELD
         return client.create_run(experiment, tags=tags, run_name=f"{label}-search").info.run_id
-    for _ in range(PARENT_ATTEMPTS):
-        chosen = _chosen_parents(client, experiment, search_id)
-        if chosen:
-            return chosen[-1].info.run_id
+    attempts, waited_since = 0, None
+    while attempts < PARENT_ATTEMPTS:
+        parents = _search_parents(client, experiment, search_id)
+        held = [run for run in parents if _claim(run) == keys.CLAIM_HELD]
+        if held:
+            return held[-1].info.run_id
+        marked = [run for run in parents if _claim(run) == keys.CLAIM_MARKED]
+        if marked:  # another worker is between its mark and its check: wait for its outcome
+            waited_since = waited_since if waited_since is not None else time.monotonic()
+            if time.monotonic() - waited_since > MARKED_PATIENCE:
+                raise RuntimeError(_stuck_message(label, marked[0].info.run_id))
+            time.sleep(random.uniform(0.0, settle + 0.1))
+            continue
+        waited_since, attempts = None, attempts + 1
         candidate = tags | {keys.TAG_CLAIM: keys.CLAIM_CANDIDATE}
         mine = client.create_run(experiment, tags=candidate, run_name=f"{label}-search").info.run_id
         time.sleep(settle)
-        if not _chosen_parents(client, experiment, search_id):
-            client.set_tag(mine, keys.TAG_CLAIM, keys.CLAIM_HELD)
-            rivals = [
-                run
-                for run in _chosen_parents(client, experiment, search_id)
-                if run.info.run_id != mine
-            ]
-            if not rivals:
+        if not _rivals(client, experiment, search_id, mine):
+            client.set_tag(mine, keys.TAG_CLAIM, keys.CLAIM_MARKED)
+            if not _rivals(client, experiment, search_id, mine):
+                client.set_tag(mine, keys.TAG_CLAIM, keys.CLAIM_HELD)
                 return mine
         client.delete_run(mine)
         time.sleep(random.uniform(0.0, 2 * settle + 0.1))
@@ -257,13 +267,26 @@ def search_parent_run(
     )
 
 
-def _chosen_parents(client: MlflowClient, experiment: str, search_id: str) -> list:
-    """The chosen parent runs of one search, oldest first (more than one only after --rerun)."""
+def _claim(run) -> str:
+    """A search parent's election state; one from before the election (no tag) is held."""
+    return run.data.tags.get(keys.TAG_CLAIM, keys.CLAIM_HELD)
+
+
+def _rivals(client: MlflowClient, experiment: str, search_id: str, mine: str) -> list:
+    """The other parents of the search that are marked or held (a candidate is no rival)."""
     return [
         run
         for run in _search_parents(client, experiment, search_id)
-        if run.data.tags.get(keys.TAG_CLAIM) != keys.CLAIM_CANDIDATE
+        if run.info.run_id != mine and _claim(run) != keys.CLAIM_CANDIDATE
     ]
+
+
+def _stuck_message(label: str, run_id: str) -> str:
+    return (
+        f"{label}: search parent run {run_id} stayed marked for {MARKED_PATIENCE:g} s (its worker "
+        f"stopped between two writes of the election); delete it (`mlflow runs delete --run-id "
+        f"{run_id}`, or in the MLflow UI) and rerun the same command"
+    )
 
 
 def _search_parents(client: MlflowClient, experiment: str, search_id: str) -> list:
