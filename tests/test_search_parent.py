@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from bench import keys
 from bench.report.search import latest_parents
 from bench.tracking import runs
+from bench.tracking.store import TrackingError
 
 SEARCH = "0123456789abcdef"
 
@@ -103,7 +104,7 @@ def test_a_parent_left_marked_by_a_dead_worker_stops_the_search_with_its_run_id(
     marked = client.create_run(experiment, tags=parent_tags(keys.CLAIM_MARKED)).info.run_id
     monkeypatch.setattr(runs, "MARKED_PATIENCE", -1.0)
     monkeypatch.setattr(runs.time, "sleep", lambda seconds: None)
-    with pytest.raises(RuntimeError, match=f"{marked} stayed marked.*delete it"):
+    with pytest.raises(TrackingError, match=f"{marked} stayed marked.*delete it"):
         runs.search_parent_run(client, experiment, "s", "vae", SEARCH, new=False, settle=1)
     assert [run.info.run_id for run in active_parents(client, experiment)] == [marked]
 

@@ -23,6 +23,7 @@ from bench import keys
 from bench.suite import plugins
 from bench.suite.expand import Cell
 from bench.tracking.inputs import dataset_inputs, log_inputs
+from bench.tracking.store import TrackingError
 
 if TYPE_CHECKING:
     from bench.data.images import ImageData
@@ -247,7 +248,7 @@ def search_parent_run(
         if marked:  # another worker is between its mark and its check: wait for its outcome
             waited_since = waited_since if waited_since is not None else time.monotonic()
             if time.monotonic() - waited_since > MARKED_PATIENCE:
-                raise RuntimeError(_stuck_message(label, marked[0].info.run_id))
+                raise TrackingError(_stuck_message(label, marked[0].info.run_id))
             time.sleep(random.uniform(0.0, settle + 0.1))
             continue
         waited_since, attempts = None, attempts + 1
@@ -261,7 +262,7 @@ def search_parent_run(
                 return mine
         client.delete_run(mine)
         time.sleep(random.uniform(0.0, 2 * settle + 0.1))
-    raise RuntimeError(
+    raise TrackingError(
         f"{label}: no search parent run was elected in {PARENT_ATTEMPTS} tries (workers kept "
         "withdrawing at once); rerun the same command"
     )
