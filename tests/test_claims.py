@@ -104,6 +104,27 @@ def test_a_claim_of_a_dead_process_on_this_machine_is_dead_at_once(write_suite, 
     assert not claims.is_live(runs[legacy], LEASE)  # RUNNING without a heartbeat: no claim
 
 
+def test_a_claim_of_a_process_that_exited_but_is_not_reaped_yet_is_dead_at_once(
+    write_suite, tracking_uri
+):
+    """A worker that died is a zombie until its parent reaps it, and kill(pid, 0) still answers
+    for it: a Ray worker that os._exit()ed waits for the raylet so, and the driver that ended its
+    cell's run as failed left it RUNNING (the slow CI failure of 99c951d)."""
+    _, cell, client, experiment = a_cell(write_suite, tracking_uri)
+    child = subprocess.Popen([sys.executable, "-c", "import os; os._exit(3)"])
+    try:
+        deadline = time.monotonic() + 60
+        while "Z" not in open(f"/proc/{child.pid}/stat").read().rpartition(")")[2].split()[:1]:
+            assert time.monotonic() < deadline, "the child never exited"
+            time.sleep(0.05)
+        here = {keys.TAG_WORKER_PID_SPACE: claims.pid_space()}
+        zombie = claim_run(client, experiment, cell, f"{claims.host()}/{child.pid}/x", **here)
+        os.kill(child.pid, 0)  # no error: to kill(), the pid still exists
+        assert not claims.is_live(by_id(client, experiment, cell)[zombie], LEASE)
+    finally:
+        child.wait()
+
+
 def test_a_claim_from_another_pid_namespace_with_this_host_name_is_not_dead_at_once(
     write_suite, tracking_uri
 ):

@@ -48,6 +48,8 @@ from bench.run.train import (
 from bench.suite.expand import Cell
 from bench.tracking import claims
 
+LOST_EXIT_GRACE_S = 10.0  # how long a lost worker of this machine may take to finish exiting
+
 
 class Executor(Protocol):
     """The interface every executor offers the suite runner: run these (progress prefix, cell)
@@ -90,12 +92,20 @@ def run_cells(todo: list[tuple[str, Cell]], summary: Summary, context: SuiteCont
 def fail_lost_cell(context: SuiteContext, cell: Cell, reason: str, pid: int | None = None) -> None:
     """End the runs a lost worker left RUNNING for `cell` as failed (its checkpoint stays, but a
     failed run starts over on the next `bench run`): those of process `pid` of this machine, or
-    without a pid those whose claim is not live. A live claim of another worker is never ended."""
+    without a pid those whose claim is not live (a worker of this machine gets LOST_EXIT_GRACE_S to
+    finish exiting). A live claim of another worker is never ended."""
     for run in tracking.running_runs(context.client, context.experiment, cell.id):
         if pid is not None:
             lost = claims.is_process(run, pid) or keys.TAG_WORKER not in run.data.tags
         else:
             lost = not claims.is_live(run, context.lease)
+            # a worker of this machine that the executor reports lost may still be exiting
+            waited = time.monotonic()
+            while not lost and claims.local_pid(run) is not None:
+                if time.monotonic() - waited > LOST_EXIT_GRACE_S:
+                    break
+                time.sleep(0.2)
+                lost = not claims.is_live(run, context.lease)
         if lost:
             tracking.fail(context.client, run.info.run_id, reason, kind=keys.FAILURE_LOST)
 

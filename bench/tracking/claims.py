@@ -148,20 +148,40 @@ def is_process(run, pid: int) -> bool:
     return same_machine and rest.partition("/")[0] == str(pid)
 
 
-def _process_gone(run) -> bool:
-    """Whether the claim's worker is provably a process of this machine that no longer exists."""
+def local_pid(run) -> int | None:
+    """The pid of the claim's worker when it is provably a process of this machine, else None."""
     pid = worker_of(run).partition("/")[2].partition("/")[0]
-    if not pid.isdigit() or not is_process(run, int(pid)) or worker_of(run) == worker_id():
+    return int(pid) if pid.isdigit() and is_process(run, int(pid)) else None
+
+
+def _process_gone(run) -> bool:
+    """Whether the claim's worker is provably a process of this machine that no longer runs."""
+    pid = local_pid(run)
+    if pid is None or worker_of(run) == worker_id():
         return False
-    if int(pid) == os.getpid():  # our pid, another nonce: an earlier process that had our pid
+    if pid == os.getpid():  # our pid, another nonce: an earlier process that had our pid
         return True
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:  # someone else's process with that pid: alive
         return False
-    return False
+    return _exited(pid)
+
+
+def _exited(pid: int) -> bool:
+    """Whether process `pid` has exited and only waits for its parent to reap it: a zombie, to
+    which kill(pid, 0) still answers (a Ray worker that died stays one until the raylet reaps it).
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:  # reaped meanwhile
+        return True
+    except OSError:
+        return False
+    state = stat.rpartition(")")[2].split()[:1]
+    return state in (["Z"], ["X"])
 
 
 # run id -> ((worker, heartbeat) last seen, time.monotonic() when first seen): this process's own
