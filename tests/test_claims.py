@@ -22,10 +22,11 @@ from bench.cli import main
 from bench.run.cell import HeldElsewhere, claim_cell
 from bench.suite.expand import expand
 from bench.suite.load import load_suite
-from bench.tracking import claims
+from bench.tracking import claims, worker_identity
 from tests.test_reliability import SUITE, VAE, runs_by_cell
 
 LEASE = claims.Lease(seconds=30, settle=0.0)
+HOST = worker_identity.host()  # this machine, as worker ids name it
 
 
 def claim_run(client, experiment, cell, worker: str, beat: str = "1 0", **tags) -> str:
@@ -93,12 +94,12 @@ def test_a_claim_of_a_dead_process_on_this_machine_is_dead_at_once(write_suite, 
     _, cell, client, experiment = a_cell(write_suite, tracking_uri)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
                           capture_output=True, check=True).stdout.strip()  # fmt: skip
-    here = {keys.TAG_WORKER_PID_SPACE: claims.pid_space()}
-    dead = claim_run(client, experiment, cell, f"{claims.host()}/{gone}/x", **here)
-    alive = claim_run(client, experiment, cell, f"{claims.host()}/{os.getppid()}/x", **here)
+    here = {keys.TAG_WORKER_PID_SPACE: worker_identity.pid_space()}
+    dead = claim_run(client, experiment, cell, f"{HOST}/{gone}/x", **here)
+    alive = claim_run(client, experiment, cell, f"{HOST}/{os.getppid()}/x", **here)
     legacy = client.create_run(experiment, tags={keys.TAG_CELL_ID: cell.id}).info.run_id
     runs = by_id(client, experiment, cell)
-    assert claims.pid_space()  # this machine has /proc: the test means something
+    assert worker_identity.pid_space()  # this machine has /proc: the test means something
     assert not claims.is_live(runs[dead], LEASE)  # its process is gone: no need to wait
     assert claims.is_live(runs[alive], LEASE)
     assert not claims.is_live(runs[legacy], LEASE)  # RUNNING without a heartbeat: no claim
@@ -117,8 +118,8 @@ def test_a_claim_of_a_process_that_exited_but_is_not_reaped_yet_is_dead_at_once(
         while "Z" not in open(f"/proc/{child.pid}/stat").read().rpartition(")")[2].split()[:1]:
             assert time.monotonic() < deadline, "the child never exited"
             time.sleep(0.05)
-        here = {keys.TAG_WORKER_PID_SPACE: claims.pid_space()}
-        zombie = claim_run(client, experiment, cell, f"{claims.host()}/{child.pid}/x", **here)
+        here = {keys.TAG_WORKER_PID_SPACE: worker_identity.pid_space()}
+        zombie = claim_run(client, experiment, cell, f"{HOST}/{child.pid}/x", **here)
         os.kill(child.pid, 0)  # no error: to kill(), the pid still exists
         assert not claims.is_live(by_id(client, experiment, cell)[zombie], LEASE)
     finally:
@@ -133,8 +134,8 @@ def test_a_claim_from_another_pid_namespace_with_this_host_name_is_not_dead_at_o
     _, cell, client, experiment = a_cell(write_suite, tracking_uri)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
                           capture_output=True, check=True).stdout.strip()  # fmt: skip
-    worker = f"{claims.host()}/{gone}/x"
-    boot = claims.pid_space().partition("/")[0]
+    worker = f"{HOST}/{gone}/x"
+    boot = worker_identity.pid_space().partition("/")[0]
     container = {keys.TAG_WORKER_PID_SPACE: f"{boot}/pid:[4026599999]"}
     other_namespace = claim_run(client, experiment, cell, worker, **container)
     unknown = claim_run(client, experiment, cell, worker)  # a machine whose /proc lacks the ids
@@ -175,7 +176,7 @@ def test_a_later_claim_stamped_earlier_by_a_slow_clock_withdraws_from_a_held_one
     assert client.get_run(b).info.start_time < client.get_run(a.run_id).info.start_time
     assert client.get_run(b).info.lifecycle_stage == "deleted"  # withdrawn
     (holder,) = tracking.running_runs(client, experiment, cell.id)
-    assert holder.info.run_id == a.run_id and claims.is_held(holder)
+    assert holder.info.run_id == a.run_id and tracking.is_held(holder)
 
 
 def test_workers_whose_candidates_all_withdrew_elect_again(write_suite, tracking_uri, monkeypatch):
@@ -187,7 +188,7 @@ def test_workers_whose_candidates_all_withdrew_elect_again(write_suite, tracking
 
     def racing(*args):
         runs = listed(*args)
-        if not rivals and any(claims.is_held(run) for run in runs):  # our mark, then the check
+        if not rivals and any(tracking.is_held(run) for run in runs):  # our mark, then the check
             rivals.append(claim_run(client, experiment, cell, "machine-b/12/x"))  # marked too
             return listed(*args)
         return runs
@@ -200,7 +201,7 @@ def test_workers_whose_candidates_all_withdrew_elect_again(write_suite, tracking
     claim = claim_cell(cell, a_worker(client, experiment))
     assert len(rivals) == 1  # one election lost in the race, the next one won
     (holder,) = listed(client, experiment, cell.id)
-    assert holder.info.run_id == claim.run_id and claims.is_held(holder)
+    assert holder.info.run_id == claim.run_id and tracking.is_held(holder)
 
 
 def test_two_workers_claiming_a_cell_at_once_hold_it_once(write_suite, tracking_uri):
@@ -361,7 +362,7 @@ def test_a_dead_workers_claim_is_taken_over_after_the_lease(write_suite, trackin
     assert runs.pop(dead).info.status == "KILLED"
     (finished,) = runs.values()
     assert finished.info.status == "FINISHED"
-    assert finished.data.tags[keys.TAG_WORKER] == claims.worker_id()
+    assert finished.data.tags[keys.TAG_WORKER] == worker_identity.worker_id()
 
 
 def test_a_worker_that_lost_its_claim_mid_training_stops_without_writing(

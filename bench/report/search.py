@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 from mlflow.entities import Run
 
-from bench import keys
+from bench import keys, tracking
 from bench.metrics import table
 from bench.report.cells import ROW_COLUMNS, not_run_row
 from bench.suite.expand import Cell
@@ -95,7 +95,7 @@ def latest_parents(parents: list[Run], search_ids: dict[str, str] | None) -> dic
     budget is another search, whose trial numbers name other settings."""
     latest: dict[str, Run] = {}
     for run in parents:
-        if run.data.tags.get(keys.TAG_CLAIM, keys.CLAIM_HELD) != keys.CLAIM_HELD:
+        if not tracking.is_held(run):
             continue  # a worker's parent that lost the election, or never finished it
         label = run.data.tags.get(keys.TAG_LABEL, run.info.run_name or run.info.run_id)
         if search_ids is None or run.data.tags.get(keys.TAG_SEARCH_ID) == search_ids.get(label):

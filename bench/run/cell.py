@@ -46,7 +46,7 @@ from bench.run.train import (
     train,
 )
 from bench.suite.expand import Cell
-from bench.tracking import claims
+from bench.tracking import claims, worker_identity
 
 LOST_EXIT_GRACE_S = 10.0  # how long a lost worker of this machine may take to finish exiting
 
@@ -96,12 +96,12 @@ def fail_lost_cell(context: SuiteContext, cell: Cell, reason: str, pid: int | No
     finish exiting). A live claim of another worker is never ended."""
     for run in tracking.running_runs(context.client, context.experiment, cell.id):
         if pid is not None:
-            lost = claims.is_process(run, pid) or keys.TAG_WORKER not in run.data.tags
+            lost = worker_identity.is_process(run, pid) or keys.TAG_WORKER not in run.data.tags
         else:
             lost = not claims.is_live(run, context.lease)
             # a worker of this machine that the executor reports lost may still be exiting
             waited = time.monotonic()
-            while not lost and claims.local_pid(run) is not None:
+            while not lost and worker_identity.local_pid(run) is not None:
                 if time.monotonic() - waited > LOST_EXIT_GRACE_S:
                     break
                 time.sleep(0.2)
@@ -146,7 +146,7 @@ def claim_cell(cell: Cell, context: SuiteContext) -> claims.Claim:
         if finished is not None:
             if election.held:
                 claims.withdraw(client, claim.run_id)
-            raise HeldElsewhere(claims.worker_of(finished), "finished by another worker")
+            raise HeldElsewhere(worker_identity.worker_of(finished), "finished by another worker")
         if election.held:
             return claim
         if election.rival is not None:
@@ -159,7 +159,7 @@ def claim_cell(cell: Cell, context: SuiteContext) -> claims.Claim:
 
 
 def _held_by(run) -> HeldElsewhere:
-    worker = claims.worker_of(run)
+    worker = worker_identity.worker_of(run)
     return HeldElsewhere(worker, f"held by worker {worker} (run {run.info.run_id})")
 
 

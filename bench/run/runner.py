@@ -39,7 +39,7 @@ from bench.run.train import select_device
 from bench.suite.expand import Cell, expand
 from bench.suite.schema import Suite, SuiteError
 from bench.suite.search import best_trial, follow_up_cells, search_id, trial_cells
-from bench.tracking import claims
+from bench.tracking import claims, worker_identity
 
 
 def check_inception_weights(evaluation: EvaluationConfig) -> None:
@@ -324,12 +324,12 @@ def wait_for_other_workers(context: SuiteContext, summary: Summary, run_stage) -
                     continue
                 holder = claims.holder(tracking.running_runs(client, experiment, cell.id), lease)
                 if holder is not None:
-                    waiting.append((prefix, cell, claims.worker_of(holder)))
+                    waiting.append((prefix, cell, worker_identity.worker_of(holder)))
                     continue
                 failed = tracking.failed_run(client, experiment, cell.id)
                 if failed is not None and (failed.info.end_time or 0) >= context.started_ms:
                     reason = failed.data.tags.get(keys.TAG_FAILURE, "failed").splitlines()[0]
-                    worker = claims.worker_of(failed) or "another worker"
+                    worker = worker_identity.worker_of(failed) or "another worker"
                     context.echo(f"{prefix}: FAILED in {worker}: {reason}")
                     record(summary, cell, Outcome(reason=f"{reason} (in {worker})"), prefix)
                     continue

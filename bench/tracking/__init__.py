@@ -23,6 +23,7 @@ from bench.tracking.runs import (  # noqa: F401
     fail,
     finish,
     flatten,
+    is_held,
     last_logged_step,
     log_metrics,
     log_model,

@@ -45,15 +45,11 @@ store: a process paused between its check and the write that follows may still l
 
 from __future__ import annotations
 
-import os
 import random
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 from mlflow.entities import RunTag
@@ -62,10 +58,10 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.rest_utils import http_request, verify_rest_response
 
 from bench import keys
-from bench.tracking.runs import reopen
+from bench.tracking.runs import is_held, reopen
+from bench.tracking.worker_identity import pid_space, process_gone, worker_id, worker_of
 
 LEASE_SECONDS = 180.0  # a claim whose heartbeat nobody saw change for this long is a dead worker's
-HOST_ENV = "BENCH_WORKER_HOST"  # the host part of worker ids (default: the machine's name)
 ATTEMPTS = 4  # elections a worker tries for one cell when every candidate withdrew
 
 
@@ -103,87 +99,6 @@ def retry_pause(lease: Lease) -> None:
     time.sleep(random.uniform(0.0, 2 * lease.settle + 0.5))
 
 
-def host() -> str:
-    return os.environ.get(HOST_ENV) or socket.gethostname()
-
-
-_identities: dict[int, str] = {}
-
-
-def worker_id() -> str:
-    """This process as a claimant: host/pid/nonce (the nonce tells a reused pid apart; a forked
-    child is another claimant)."""
-    pid = os.getpid()
-    if pid not in _identities:
-        _identities[pid] = f"{host()}/{pid}/{uuid.uuid4().hex[:8]}"
-    return _identities[pid]
-
-
-def pid_space() -> str:
-    """Where this process's pid names it: "<boot id>/<pid namespace>", or "" where /proc lacks
-    them. Containers that share a host name (docker --network host) differ here."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-    return f"{boot}/{namespace}" if boot and namespace else ""
-
-
-def worker_of(run) -> str:
-    return run.data.tags.get(keys.TAG_WORKER, "")
-
-
-def is_held(run) -> bool:
-    """A claim marked held, or one from before elections (no state: its worker decided)."""
-    return run.data.tags.get(keys.TAG_CLAIM, keys.CLAIM_HELD) == keys.CLAIM_HELD
-
-
-def is_process(run, pid: int) -> bool:
-    """Whether the claim is provably that of process `pid` of this machine: same host, and the
-    same boot id and PID namespace as this process (known)."""
-    owner_host, _, rest = worker_of(run).partition("/")
-    space = run.data.tags.get(keys.TAG_WORKER_PID_SPACE, "")
-    same_machine = owner_host == host() and space != "" and space == pid_space()
-    return same_machine and rest.partition("/")[0] == str(pid)
-
-
-def local_pid(run) -> int | None:
-    """The pid of the claim's worker when it is provably a process of this machine, else None."""
-    pid = worker_of(run).partition("/")[2].partition("/")[0]
-    return int(pid) if pid.isdigit() and is_process(run, int(pid)) else None
-
-
-def _process_gone(run) -> bool:
-    """Whether the claim's worker is provably a process of this machine that no longer runs."""
-    pid = local_pid(run)
-    if pid is None or worker_of(run) == worker_id():
-        return False
-    if pid == os.getpid():  # our pid, another nonce: an earlier process that had our pid
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # someone else's process with that pid: alive
-        return False
-    return _exited(pid)
-
-
-def _exited(pid: int) -> bool:
-    """Whether process `pid` has exited and only waits for its parent to reap it: a zombie, to
-    which kill(pid, 0) still answers (a Ray worker that died stays one until the raylet reaps it).
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:  # reaped meanwhile
-        return True
-    except OSError:
-        return False
-    state = stat.rpartition(")")[2].split()[:1]
-    return state in (["Z"], ["X"])
-
-
 # run id -> ((worker, heartbeat) last seen, time.monotonic() when first seen): this process's own
 # observations, the only clock that liveness is measured on
 _seen: dict[str, tuple[tuple[str, str], float]] = {}
@@ -196,7 +111,7 @@ def is_live(run, lease: Lease, now: float | None = None) -> bool:
     if run.info.status != "RUNNING" or run.info.lifecycle_stage != "active":
         return False
     beat = run.data.tags.get(keys.TAG_HEARTBEAT)
-    if beat is None or _process_gone(run):
+    if beat is None or process_gone(run):
         return False
     now = time.monotonic() if now is None else now
     seen = (worker_of(run), beat)

@@ -241,10 +241,10 @@ def search_parent_run(
     attempts, waited_since = 0, None
     while attempts < PARENT_ATTEMPTS:
         parents = _search_parents(client, experiment, search_id)
-        held = [run for run in parents if _claim(run) == keys.CLAIM_HELD]
+        held = [run for run in parents if is_held(run)]
         if held:
             return held[-1].info.run_id
-        marked = [run for run in parents if _claim(run) == keys.CLAIM_MARKED]
+        marked = [run for run in parents if claim_state(run) == keys.CLAIM_MARKED]
         if marked:  # another worker is between its mark and its check: wait for its outcome
             waited_since = waited_since if waited_since is not None else time.monotonic()
             if time.monotonic() - waited_since > MARKED_PATIENCE:
@@ -268,9 +268,15 @@ def search_parent_run(
     )
 
 
-def _claim(run) -> str:
-    """A search parent's election state; one from before the election (no tag) is held."""
+def claim_state(run) -> str:
+    """The election state of a cell's claim or a search parent: candidate, marked or held; one
+    from before elections (no tag: its worker decided alone) is held."""
     return run.data.tags.get(keys.TAG_CLAIM, keys.CLAIM_HELD)
+
+
+def is_held(run) -> bool:
+    """A claim or search parent that won its election (or never had one)."""
+    return claim_state(run) == keys.CLAIM_HELD
 
 
 def _rivals(client: MlflowClient, experiment: str, search_id: str, mine: str) -> list:
@@ -278,7 +284,7 @@ def _rivals(client: MlflowClient, experiment: str, search_id: str, mine: str) ->
     return [
         run
         for run in _search_parents(client, experiment, search_id)
-        if run.info.run_id != mine and _claim(run) != keys.CLAIM_CANDIDATE
+        if run.info.run_id != mine and claim_state(run) != keys.CLAIM_CANDIDATE
     ]
 
 
