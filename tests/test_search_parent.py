@@ -4,6 +4,9 @@ parent, concurrent workers agree on one, and the report reads only the elected o
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -12,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from bench import keys
 from bench.report.search import latest_parents
-from bench.tracking import runs
+from bench.tracking import runs, worker_identity
 from bench.tracking.store import TrackingError
 
 SEARCH = "0123456789abcdef"
@@ -97,11 +100,48 @@ def test_a_worker_never_joins_a_parent_that_is_only_marked(tracking_uri, monkeyp
     assert client.get_run(chosen).data.tags[keys.TAG_CLAIM] == keys.CLAIM_HELD
 
 
-def test_a_parent_left_marked_by_a_dead_worker_stops_the_search_with_its_run_id(
+def marked_by(pid: int | None) -> dict[str, str]:
+    """A marked parent's tags, its worker process `pid` of this machine (None: no worker tags, as
+    from another machine or a version before them)."""
+    tags = parent_tags(keys.CLAIM_MARKED)
+    if pid is None:
+        return tags
+    return tags | {
+        keys.TAG_WORKER: f"{worker_identity.host()}/{pid}/0badc0de",
+        keys.TAG_WORKER_PID_SPACE: worker_identity.pid_space(),
+    }
+
+
+def test_a_parent_left_marked_by_a_dead_local_worker_is_withdrawn_and_the_search_goes_on(
     tracking_uri, monkeypatch
 ):
+    """Its worker died between its mark and its check, so it can never be held: the next worker
+    deletes it at once (no wait for MARKED_PATIENCE) and elects a parent of its own."""
+    if not worker_identity.pid_space():
+        pytest.skip("this /proc names no boot id or PID namespace, so no pid is trusted")
     client, experiment = store(tracking_uri)
-    marked = client.create_run(experiment, tags=parent_tags(keys.CLAIM_MARKED)).info.run_id
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = client.create_run(experiment, tags=marked_by(dead.pid)).info.run_id
+    monkeypatch.setattr(runs, "MARKED_PATIENCE", -1.0)  # a wait would raise at once
+    chosen = runs.search_parent_run(client, experiment, "s", "vae", SEARCH, new=False)
+
+    assert chosen != orphan
+    assert client.get_run(orphan).info.lifecycle_stage == "deleted"
+    assert [run.info.run_id for run in active_parents(client, experiment)] == [chosen]
+    assert client.get_run(chosen).data.tags[keys.TAG_CLAIM] == keys.CLAIM_HELD
+    assert client.get_run(chosen).data.tags[keys.TAG_WORKER] == worker_identity.worker_id()
+
+
+@pytest.mark.parametrize("worker", ["another machine", "a live local process"])
+def test_a_parent_left_marked_by_a_worker_not_known_dead_stops_the_search_with_its_run_id(
+    tracking_uri, monkeypatch, worker
+):
+    """Without proof that its worker is gone (another machine's pid, or a process that runs)
+    nobody deletes it: after MARKED_PATIENCE the search stops with a line naming the run."""
+    client, experiment = store(tracking_uri)
+    pid = None if worker == "another machine" else os.getppid()
+    marked = client.create_run(experiment, tags=marked_by(pid)).info.run_id
     monkeypatch.setattr(runs, "MARKED_PATIENCE", -1.0)
     monkeypatch.setattr(runs.time, "sleep", lambda seconds: None)
     with pytest.raises(TrackingError, match=f"{marked} stayed marked.*delete it"):

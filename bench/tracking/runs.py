@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from bench import keys
 from bench.suite import plugins
 from bench.suite.expand import Cell
+from bench.tracking import worker_identity
 from bench.tracking.inputs import dataset_inputs, log_inputs
 from bench.tracking.store import TrackingError
 
@@ -227,6 +228,9 @@ def search_parent_run(
     that took any marked parent could pick one that then withdraws: the CI failure this rule
     fixes.) While a parent is marked the others wait for its outcome; when both withdrew, each
     tries again after a random pause. A parent from before this election (no claim tag) is held.
+    A parent left marked by a worker that is provably a dead process of this machine is withdrawn
+    on its behalf (it can never be held); one of another machine stops the search after
+    MARKED_PATIENCE with its run id.
     """
     tags = {
         keys.TAG_SUITE: suite,
@@ -234,6 +238,8 @@ def search_parent_run(
         keys.TAG_VARIANT: label,
         keys.TAG_STAGE: keys.STAGE_SEARCH,
         keys.TAG_SEARCH_ID: search_id,
+        keys.TAG_WORKER: worker_identity.worker_id(),
+        keys.TAG_WORKER_PID_SPACE: worker_identity.pid_space(),
     }
     if new:  # one worker's --rerun: a fresh parent, held at once
         tags[keys.TAG_CLAIM] = keys.CLAIM_HELD
@@ -244,7 +250,12 @@ def search_parent_run(
         held = [run for run in parents if is_held(run)]
         if held:
             return held[-1].info.run_id
-        marked = [run for run in parents if claim_state(run) == keys.CLAIM_MARKED]
+        marked = [run for run in parents if _claim_state(run) == keys.CLAIM_MARKED]
+        orphans = [run for run in marked if worker_identity.process_gone(run)]
+        if orphans:  # their workers died between mark and check: withdraw for them, list again
+            for run in orphans:  # deleting a deleted run is no error: two workers may both do it
+                client.delete_run(run.info.run_id)
+            continue
         if marked:  # another worker is between its mark and its check: wait for its outcome
             waited_since = waited_since if waited_since is not None else time.monotonic()
             if time.monotonic() - waited_since > MARKED_PATIENCE:
@@ -268,7 +279,7 @@ def search_parent_run(
     )
 
 
-def claim_state(run) -> str:
+def _claim_state(run) -> str:
     """The election state of a cell's claim or a search parent: candidate, marked or held; one
     from before elections (no tag: its worker decided alone) is held."""
     return run.data.tags.get(keys.TAG_CLAIM, keys.CLAIM_HELD)
@@ -276,7 +287,7 @@ def claim_state(run) -> str:
 
 def is_held(run) -> bool:
     """A claim or search parent that won its election (or never had one)."""
-    return claim_state(run) == keys.CLAIM_HELD
+    return _claim_state(run) == keys.CLAIM_HELD
 
 
 def _rivals(client: MlflowClient, experiment: str, search_id: str, mine: str) -> list:
@@ -284,15 +295,16 @@ def _rivals(client: MlflowClient, experiment: str, search_id: str, mine: str) ->
     return [
         run
         for run in _search_parents(client, experiment, search_id)
-        if run.info.run_id != mine and claim_state(run) != keys.CLAIM_CANDIDATE
+        if run.info.run_id != mine and _claim_state(run) != keys.CLAIM_CANDIDATE
     ]
 
 
 def _stuck_message(label: str, run_id: str) -> str:
     return (
-        f"{label}: search parent run {run_id} stayed marked for {MARKED_PATIENCE:g} s (its worker "
-        f"stopped between two writes of the election); delete it (`mlflow runs delete --run-id "
-        f"{run_id}`, or in the MLflow UI) and rerun the same command"
+        f"{label}: search parent run {run_id} stayed marked for {MARKED_PATIENCE:g} s (its worker, "
+        f"not provably a process of this machine, stopped between two writes of the election); "
+        f"delete it (`mlflow runs delete --run-id {run_id}`, or in the MLflow UI) and rerun the "
+        "same command"
     )
 
 
