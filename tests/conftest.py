@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.device import ENV as DEVICE_ENV
+from tests.tiny_suites import tiny_suite
 
 
 def pytest_addoption(parser):
@@ -29,41 +30,11 @@ def pytest_configure(config):
     os.environ[DEVICE_ENV] = device
 
 
-TINY_SUITE = """
-name: tiny
-description: every variant, a handful of steps on synthetic data
-dataset:
-  name: synthetic
-  train_limit: 64
-  eval_limit: 32
-budget:
-  steps: 4
-  batch_size: 16
-  latent_dim: 8
-  width: 8
-  n_critic: 2
-  log_every: 2
-seeds: [0]
-evaluation:
-  num_samples: 32
-  batch_size: 16
-  calibration_samples: 64
-  grid_size: 16
-  # Inception features run at ~8 images/s on 2 CPU cores: tested on their own (test_fidelity.py)
-  feature_extractors: [domain]
-models:
-  - label: vae
-    model: vae
-  - label: dcgan-{loss}
-    model: dcgan
-    grid:
-      loss: [bce, wgan-gp]
-  - label: vaegan-{recon}-{adversarial}
-    model: vaegan
-    grid:
-      recon: [pixel, disfeat]
-      adversarial: [bce, wgan-gp]
-"""
+TINY_SUITE = tiny_suite(
+    "tiny",
+    top="description: every variant, a handful of steps on synthetic data\n",
+    budget="  n_critic: 2\n",
+)
 
 
 @pytest.fixture

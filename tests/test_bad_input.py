@@ -13,34 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
+from tests.tiny_suites import VAE, tiny_suite
 
-SUITE = """\
-name: bad
-dataset:
-  name: synthetic
-  train_limit: 64
-  eval_limit: 32
-budget:
-  steps: 4
-  batch_size: 16
-  latent_dim: 8
-  width: 8
-  log_every: 2
-seeds: [0]
-evaluation:
-  num_samples: 32
-  batch_size: 16
-  calibration_samples: 64
-  grid_size: 16
-  feature_extractors: [domain]
-models:
-  - label: vae
-    model: vae
-  - label: vaegan-{adversarial}
-    model: vaegan
-    grid: {adversarial: [bce, wgan-gp]}
-"""
-VAE_ENTRY = "  - label: vae\n    model: vae\n"
+VAEGANS = (
+    "  - label: vaegan-{adversarial}\n    model: vaegan\n    grid: {adversarial: [bce, wgan-gp]}\n"
+)
+SUITE = tiny_suite("bad", VAE + VAEGANS)
 DATASET = "  name: synthetic\n  train_limit: 64\n  eval_limit: 32\n"
 
 

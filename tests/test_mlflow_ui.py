@@ -33,43 +33,16 @@ from bench.cli import main
 from bench.data import load_dataset
 from tests.test_report import chromium
 from tests.test_ui import free_port, wait_until_serving
+from tests.tiny_suites import INTERPOLATION, tiny_suite
 
-SUITE = """
-name: tiny-mlflow-ui
-dataset:
-  name: synthetic
-  train_limit: 32
-  eval_limit: 32
-budget:
-  steps: 2
-  batch_size: 16
-  latent_dim: 8
-  width: 8
-  n_critic: 2
-  log_every: 1
-seeds: [0]
-evaluation:
-  num_samples: 32
-  batch_size: 16
-  grid_size: 16
-  calibration_samples: 64
-  feature_extractors: [domain]
-  interp_pairs: 2
-  interp_steps: 4
-  interp_strips: 2
-models:
-  - label: vae
-    model: vae
-  - label: dcgan-{loss}
-    model: dcgan
-    grid:
-      loss: [bce, wgan-gp]
-  - label: vaegan-{recon}-{adversarial}
-    model: vaegan
-    grid:
-      recon: [pixel, disfeat]
-      adversarial: [bce, wgan-gp]
-"""
+SUITE = tiny_suite(
+    "tiny-mlflow-ui",
+    train_limit=32,
+    length="steps: 2",
+    budget="  n_critic: 2\n",
+    log_every=1,
+    evaluation=INTERPOLATION,
+)
 LABELS = [
     "vae",
     "dcgan-bce",

@@ -29,33 +29,10 @@ from bench.suite import plugins
 from bench.suite.expand import expand
 from bench.suite.load import load_suite
 from tests.test_bad_input import assert_store_untouched, assert_user_error
+from tests.tiny_suites import VAE, tiny_suite
 
 REPO = Path(__file__).resolve().parents[1]
 
-SUITE = """\
-name: plugged
-plugins: {plugins}
-dataset:
-  name: synthetic
-  train_limit: 64
-  eval_limit: 32
-budget:
-  steps: 4
-  batch_size: 16
-  latent_dim: 8
-  width: 8
-  log_every: 2
-seeds: [0]
-evaluation:
-  num_samples: 32
-  batch_size: 16
-  calibration_samples: 64
-  grid_size: 16
-  feature_extractors: [domain]
-models:
-  - label: vae
-    model: vae
-{models}"""
 MINE_ENTRY = "  - label: mine\n    model: mine\n"
 
 # the smallest plugin: the VAE under a name of its own
@@ -138,7 +115,7 @@ def write(folder: Path, files: dict[str, str], plugin_list: str = "[mine.py]", e
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
     path = folder / "suite.yaml"
-    path.write_text(SUITE.format(plugins=plugin_list, models=entries))
+    path.write_text(tiny_suite("plugged", VAE + entries, top=f"plugins: {plugin_list}\n"))
     return path
 
 

@@ -26,41 +26,20 @@ from bench.run import checkpoint
 from bench.run.train import Diverged, LossAccumulator, ShuffledBatches, check_finite
 from bench.suite.expand import expand
 from bench.suite.load import load_suite
+from tests.tiny_suites import DCGANS, VAE, tiny_suite
 
-SUITE = """
-name: resume
-dataset:
-  name: synthetic
-  train_limit: 64
-  eval_limit: 32
-budget:
-  steps: {steps}
-  batch_size: 16
-  latent_dim: 8
-  width: 8
-  n_critic: 2
-  log_every: {log_every}
-  checkpoint_every: {checkpoint_every}
-seeds: [0]
-evaluation:
-  num_samples: 32
-  batch_size: 16
-  calibration_samples: 64
-  grid_size: 16
-  feature_extractors: [domain]
-models:
-{models}
-"""
-VAE = "  - label: vae\n    model: vae\n"
 VAEGAN = "  - label: vaegan\n    model: vaegan\n"
-DCGANS = "  - label: dcgan-{loss}\n    model: dcgan\n    grid: {loss: [bce, wgan-gp]}\n"
 TIMINGS = {keys.TRAIN_SECONDS, keys.TRAIN_IMAGES_PER_S, keys.CELL_SECONDS, keys.EVAL_SECONDS}
 BENCH = [sys.executable, "-c", "from bench.cli import main; main()"]
 
 
 def suite_text(variants=VAE, steps=12, log_every=2, checkpoint_every=4) -> str:
-    return SUITE.format(
-        steps=steps, log_every=log_every, checkpoint_every=checkpoint_every, models=variants
+    return tiny_suite(
+        "resume",
+        variants,
+        length=f"steps: {steps}",
+        budget=f"  n_critic: 2\n  checkpoint_every: {checkpoint_every}\n",
+        log_every=log_every,
     )
 
 

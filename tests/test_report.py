@@ -45,39 +45,16 @@ from bench.suite.load import load_suite
 from bench.suite.search import follow_up_cells, follow_up_seeds, trial_cells
 from models.dcgan import Dcgan
 from tests.faulty_models import raise_in_seeded_cell
+from tests.tiny_suites import DCGANS, INTERPOLATION, VAE, tiny_suite
 
-SUITE = """
-name: tiny-report
-dataset:
-  name: synthetic
-  train_limit: 64
-  eval_limit: 32
-budget:
-  epochs: 2
-  batch_size: 16
-  latent_dim: 8
-  width: 8
-  n_critic: 2
-  log_every: 2
-seeds: [0, 1]
-evaluation:
-  num_samples: 32
-  batch_size: 16
-  calibration_samples: 64
-  grid_size: 16
-  feature_extractors: [domain]
-  every_epochs: 1
-  interp_pairs: 2
-  interp_steps: 4
-  interp_strips: 2
-models:
-  - label: vae
-    model: vae
-  - label: dcgan-{loss}
-    model: dcgan
-    grid:
-      loss: [bce, wgan-gp]
-"""
+SUITE = tiny_suite(
+    "tiny-report",
+    VAE + DCGANS,
+    length="epochs: 2",
+    budget="  n_critic: 2\n",
+    seeds="[0, 1]",
+    evaluation="  every_epochs: 1\n" + INTERPOLATION,
+)
 VARIANTS = ["vae", "dcgan-bce", "dcgan-wgan-gp"]
 FAILING = ("dcgan-wgan-gp", 1)
 INJECTED = "injected failure for the report test"
@@ -656,41 +633,20 @@ def test_html_opens_in_headless_chromium_and_every_image_decodes(rendered, tmp_p
 
 # ---- a searched suite: trials choose each variant's setting, the tables hold its follow-ups
 
-SEARCH_SUITE = """
-name: tiny-search-report
-dataset:
-  name: synthetic
-  train_limit: 64
-  eval_limit: 32
-budget:
-  steps: 4
-  batch_size: 16
-  latent_dim: 8
-  width: 8
-  log_every: 2
-seeds: [0, 1]
-evaluation:
-  num_samples: 32
-  batch_size: 16
-  calibration_samples: 64
-  grid_size: 16
-  feature_extractors: [domain]
-  interp_pairs: 2
-  interp_steps: 4
-  interp_strips: 2
+SEARCH_SUITE = tiny_suite(
+    "tiny-search-report",
+    VAE + "  - label: dcgan-wgan-gp\n    model: dcgan\n    options: {loss: wgan-gp}\n",
+    seeds="[0, 1]",
+    evaluation=INTERPOLATION,
+    sections="""\
 search:
   trials: 3
   budget: {steps: 2}
   space:
     lr_g: {loguniform: [1.0e-4, 1.0e-2]}
     n_critic: {choice: [1, 2]}
-models:
-  - label: vae
-    model: vae
-  - label: dcgan-wgan-gp
-    model: dcgan
-    options: {loss: wgan-gp}
-"""
+""",
+)
 SEARCH_VARIANTS = ["vae", "dcgan-wgan-gp"]
 FAILING_TRIAL = ("dcgan-wgan-gp", 1)  # trial 1 trains with seed trial_seed + 1 = 1001
 TRIAL_FAILURE = "injected failure of a search trial"

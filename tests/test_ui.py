@@ -19,33 +19,11 @@ from click.testing import CliRunner
 
 from bench import keys
 from bench.cli import main
+from tests.tiny_suites import INTERPOLATION, VAE, tiny_suite
 
-SUITE = """
-name: tiny-ui
-dataset:
-  name: synthetic
-  train_limit: 32
-  eval_limit: 32
-budget:
-  steps: 2
-  batch_size: 16
-  latent_dim: 8
-  width: 8
-  log_every: 1
-seeds: [0]
-evaluation:
-  num_samples: 32
-  batch_size: 16
-  calibration_samples: 64
-  grid_size: 16
-  feature_extractors: [domain]
-  interp_pairs: 2
-  interp_steps: 4
-  interp_strips: 2
-models:
-  - label: vae
-    model: vae
-"""
+SUITE = tiny_suite(
+    "tiny-ui", VAE, train_limit=32, length="steps: 2", log_every=1, evaluation=INTERPOLATION
+)
 START_TIMEOUT_S = 90  # mlflow server imports a lot; a loaded 2-core machine is slow
 
 
