@@ -33,7 +33,7 @@ from bench.cli import main
 from bench.data import load_dataset
 from tests.test_report import chromium
 from tests.test_ui import free_port, wait_until_serving
-from tests.tiny_suites import INTERPOLATION, tiny_suite
+from tests.tiny_suites import INTERPOLATION, SEVEN_LABELS, tiny_suite
 
 SUITE = tiny_suite(
     "tiny-mlflow-ui",
@@ -43,15 +43,6 @@ SUITE = tiny_suite(
     log_every=1,
     evaluation=INTERPOLATION,
 )
-LABELS = [
-    "vae",
-    "dcgan-bce",
-    "dcgan-wgan-gp",
-    "vaegan-pixel-bce",
-    "vaegan-pixel-wgan-gp",
-    "vaegan-disfeat-bce",
-    "vaegan-disfeat-wgan-gp",
-]
 SCREENSHOT = Path(__file__).resolve().parents[1] / "reports" / "mlflow_ui" / "runs-table.png"
 
 
@@ -70,7 +61,7 @@ def store(tmp_path_factory):
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("tiny-mlflow-ui").experiment_id
     runs = {run.data.tags[keys.TAG_VARIANT]: run for run in client.search_runs([experiment])}
-    assert sorted(runs) == sorted(LABELS)
+    assert sorted(runs) == sorted(SEVEN_LABELS)
     return folder, uri, client, experiment, runs
 
 
@@ -248,9 +239,9 @@ def test_bench_ui_opens_the_runs_table_of_the_suite_in_chromium(store, tmp_path)
                 capture_output=True, text=True, timeout=180,
             )  # fmt: skip
             text = page_text(dom.stdout)
-            if all(f"{label}-s0" in text for label in LABELS):
+            if all(f"{label}-s0" in text for label in SEVEN_LABELS):
                 break
-        for label in LABELS:
+        for label in SEVEN_LABELS:
             assert f"{label}-s0" in text, text[:3000]
             assert f"Group: {label}" in text  # grouped by the variant tag
         assert "fid_domain" in text and "synthetic (" in text  # headline metric and dataset

@@ -14,6 +14,15 @@ VAEGANS = """\
       adversarial: [bce, wgan-gp]
 """
 SEVEN_VARIANTS = VAE + DCGANS + VAEGANS
+SEVEN_LABELS = [  # their labels, in the order the grid expands them
+    "vae",
+    "dcgan-bce",
+    "dcgan-wgan-gp",
+    "vaegan-pixel-bce",
+    "vaegan-pixel-wgan-gp",
+    "vaegan-disfeat-bce",
+    "vaegan-disfeat-wgan-gp",
+]
 # a few short interpolation strips, for the tests that read or render them
 INTERPOLATION = "  interp_pairs: 2\n  interp_steps: 4\n  interp_strips: 2\n"
 
