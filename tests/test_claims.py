@@ -23,7 +23,7 @@ from bench.run.cell import HeldElsewhere, claim_cell
 from bench.suite.expand import expand
 from bench.suite.load import load_suite
 from bench.tracking import claims, worker_identity
-from tests.test_reliability import SUITE, VAE, runs_by_cell
+from tests.test_reliability import VAE, runs_by_cell, suite_text
 
 LEASE = claims.Lease(seconds=30, settle=0.0)
 HOST = worker_identity.host()  # this machine, as worker ids name it
@@ -36,7 +36,7 @@ def claim_run(client, experiment, cell, worker: str, beat: str = "1 0", **tags) 
 
 
 def a_cell(write_suite, tracking_uri):
-    path = write_suite(SUITE.format(steps=4, log_every=2, checkpoint_every=4, models=VAE))
+    path = write_suite(suite_text(VAE, steps=4, log_every=2, checkpoint_every=4))
     (cell,) = expand(load_suite(path))
     client = MlflowClient(tracking_uri)
     return path, cell, client, tracking.experiment_id(client, cell.suite)
@@ -371,7 +371,7 @@ def test_a_worker_that_lost_its_claim_mid_training_stops_without_writing(
     """At step 5 another worker takes the run over (its worker tag changes): this one stops at the
     step boundary without a checkpoint or a status, waits for the new holder, and once that one
     goes silent for the lease, resumes the run from the step-4 checkpoint: each step logged once."""
-    path = write_suite(SUITE.format(steps=12, log_every=1, checkpoint_every=4, models=VAE))
+    path = write_suite(suite_text(VAE, steps=12, log_every=1, checkpoint_every=4))
     (cell,) = expand(load_suite(path))
     cls = models.model_class("vae")
     original = cls.train_step
