@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import textwrap
 import warnings
 from pathlib import Path
@@ -31,8 +30,7 @@ from torchvision.utils import save_image
 from bench import keys, tracking
 from bench.cli import main
 from bench.data import load_dataset
-from tests.test_report import chromium
-from tests.test_ui import free_port, wait_until_serving
+from tests.local_web import HEADLESS, NO_CHROMIUM, chromium, start_bench_ui, wait_until_serving
 from tests.tiny_suites import INTERPOLATION, SEVEN_LABELS, tiny_suite
 
 SUITE = tiny_suite(
@@ -201,36 +199,15 @@ def page_text(dom: str) -> str:
 def test_bench_ui_opens_the_runs_table_of_the_suite_in_chromium(store, tmp_path):
     browser = chromium()
     if browser is None:
-        pytest.skip("no Chromium found: install Debian's `chromium` package (.ci/run does)")
+        pytest.skip(NO_CHROMIUM)
     folder, uri, _, experiment, _ = store
-    port = free_port()
     log = tmp_path / "ui.log"
-    command = [sys.executable, "-c", "from bench.cli import main; main()", "ui"]
-    with log.open("w") as output:
-        server = subprocess.Popen(
-            [*command, "--port", str(port), "--tracking-uri", uri],
-            cwd=folder,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_bench_ui(uri, folder, log)
     try:
         wait_until_serving(base, server, log)
         link = tracking.runs_view_url(base, experiment)
         assert f"tiny-mlflow-ui: {link}" in log.read_text()  # bench ui prints the suite's link
-        browse = [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
-            "--window-size=2200,950",
-        ]
+        browse = [browser, *HEADLESS, "--window-size=2200,950"]
         text = ""
         for attempt, budget in enumerate((15000, 30000, 60000)):  # the React app renders late
             dom = subprocess.run(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import statistics
 import subprocess
 import textwrap
@@ -45,6 +44,7 @@ from bench.suite.load import load_suite
 from bench.suite.search import follow_up_cells, follow_up_seeds, trial_cells
 from models.dcgan import Dcgan
 from tests.faulty_models import raise_in_seeded_cell
+from tests.local_web import HEADLESS, NO_CHROMIUM, chromium
 from tests.tiny_suites import DCGANS, INTERPOLATION, VAE, tiny_suite
 
 SUITE = tiny_suite(
@@ -565,13 +565,6 @@ def test_an_interrupted_run_is_a_missing_seed_not_a_failed_one(tmp_path):
     assert "| b | 2 | 67% (2/3) | **1/3** |" in markdown
 
 
-def chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        if found := shutil.which(name):
-            return found
-    return None
-
-
 IMAGE_PROBE = """<script>
 window.addEventListener("load", function () {
   var found = Array.prototype.map.call(document.images, function (img) {
@@ -588,22 +581,11 @@ window.addEventListener("load", function () {
 def test_html_opens_in_headless_chromium_and_every_image_decodes(rendered, tmp_path):
     browser = chromium()
     if browser is None:
-        pytest.skip("no Chromium found: install Debian's `chromium` package (.ci/run does)")
+        pytest.skip(NO_CHROMIUM)
     html = (rendered / "report.html").read_text()
     probe = tmp_path / "probe.html"  # a copy with a script that reports each image's state
     probe.write_text(html.replace("</body>", IMAGE_PROBE + "</body>"))
-    base = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
+    base = [browser, *HEADLESS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(
         [*base, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
         capture_output=True,

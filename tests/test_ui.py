@@ -6,50 +6,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import textwrap
-import time
-import urllib.error
-import urllib.request
 
 import pytest
 from click.testing import CliRunner
 
 from bench import keys
 from bench.cli import main
+from tests.local_web import call, start_bench_ui, wait_until_serving
 from tests.tiny_suites import INTERPOLATION, VAE, tiny_suite
 
 SUITE = tiny_suite(
     "tiny-ui", VAE, train_limit=32, length="steps: 2", log_every=1, evaluation=INTERPOLATION
 )
-START_TIMEOUT_S = 90  # mlflow server imports a lot; a loaded 2-core machine is slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def call(url: str, body: dict | None = None) -> bytes:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.read()
-
-
-def wait_until_serving(base: str, server: subprocess.Popen, log) -> dict:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"bench ui exited with {server.returncode}: {log.read_text()[-3000:]}")
-        try:
-            return json.loads(call(f"{base}/api/2.0/mlflow/experiments/search?max_results=100"))
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.5)
-    pytest.fail(f"bench ui did not answer in {START_TIMEOUT_S} s: {log.read_text()[-3000:]}")
 
 
 @pytest.mark.slow  # starts an MLflow server process: ~18 s on 2 cores
@@ -62,18 +31,8 @@ def test_bench_ui_serves_the_suite_runs_and_artifacts(tmp_path):
     )
     assert result.exit_code == 0, result.output
 
-    port = free_port()
     log = tmp_path / "ui.log"
-    command = [sys.executable, "-c", "from bench.cli import main; main()", "ui"]
-    with log.open("w") as output:
-        server = subprocess.Popen(
-            [*command, "--port", str(port), "--tracking-uri", uri],
-            cwd=tmp_path,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the test can always end all of it
-        )
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_bench_ui(uri, tmp_path, log)
     try:
         experiments = wait_until_serving(base, server, log)["experiments"]
         (experiment,) = [e for e in experiments if e["name"] == "tiny-ui"]

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from bench import keys
 from bench.tracking.store import experiment_id
-from tests.test_ui import free_port, wait_until_serving
+from tests.local_web import free_port, wait_until_serving
 
 BENCH = [sys.executable, "-c", "from bench.cli import main; main()", "run"]
 # a worker on a machine whose clock runs 90 s behind: MLflow's client stamps start times with it
