@@ -120,13 +120,16 @@ def test_the_section_says_whether_the_ordering_and_the_gaps_agree():
         "Ordering, best first: ours dcgan-wgan-gp then dcgan-bce then vae; theirs "
         "dcgan-wgan-gp then dcgan-bce then vae: the same." in same
     )
-    assert "Gap vae − dcgan-wgan-gp: ours +55, theirs +34.2." in same
+    assert "Gap vae − dcgan-wgan-gp: ours +55, theirs +34.2: same sign, 1.61x theirs." in same
     assert "vae: ours 90, theirs 58.7: +31.3 (1.53x theirs)." in same
 
     swapped = agreement({"dcgan-bce": 30.0, "dcgan-wgan-gp": 45.0}, theirs, True)
     assert swapped[0] == "No value of ours yet for vae: left out below."
     assert swapped[1].endswith(": differs: dcgan-wgan-gp vs dcgan-bce swap.")
-    assert "Gap dcgan-bce − dcgan-wgan-gp: ours -15, theirs +2." in swapped
+    assert "Gap dcgan-bce − dcgan-wgan-gp: ours -15, theirs +2: opposite sign." in swapped
+    assert agreement({"a": 1.0, "b": 1.0}, {"a": 1.0, "b": 2.0}, True)[1].endswith(
+        ": a tie on one side."
+    )
 
     # higher is better (e.g. precision): the best is the largest
     assert agreement({"a": 0.9, "b": 0.5}, {"a": 0.8, "b": 0.6}, False)[0].startswith(

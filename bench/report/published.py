@@ -82,7 +82,8 @@ def published_sections(
 def agreement(ours: dict[str, float], theirs: dict[str, float], lower: bool | None) -> list[str]:
     """Whether our means tell the paper's story, in sentences: the ordering of the variants that
     have our values (best first) on both sides and the pairs that swap, the gap between every two
-    of them on both sides, and each variant's value against theirs."""
+    of them on both sides (whether its sign agrees, and our size against theirs), and each
+    variant's value against theirs."""
     shared = [label for label in theirs if label in ours]
     missing = [label for label in theirs if label not in ours]
     lines = []
@@ -105,9 +106,10 @@ def agreement(ours: dict[str, float], theirs: dict[str, float], lower: bool | No
         lines.append(f"Ordering, best first: ours {order(mine)}; theirs {order(paper)}: {verdict}.")
         for i, a in enumerate(paper):
             for b in paper[i + 1 :]:
+                mine, their_gap = ours[b] - ours[a], theirs[b] - theirs[a]
                 lines.append(
-                    f"Gap {b} − {a}: ours {ours[b] - ours[a]:+.3g}, theirs "
-                    f"{theirs[b] - theirs[a]:+.3g}."
+                    f"Gap {b} − {a}: ours {mine:+.3g}, theirs {their_gap:+.3g}: "
+                    f"{_gap_verdict(mine, their_gap)}."
                 )
     for label in shared:
         difference = ours[label] - theirs[label]
@@ -115,6 +117,15 @@ def agreement(ours: dict[str, float], theirs: dict[str, float], lower: bool | No
         lines.append(f"{label}: ours {ours[label]:.3g}, theirs {theirs[label]:g}: "
                      f"{difference:+.3g}{ratio}.")  # fmt: skip
     return lines
+
+
+def _gap_verdict(ours: float, theirs: float) -> str:
+    """Whether a gap agrees: its sign on both sides, and our size against theirs."""
+    if ours * theirs > 0:
+        return f"same sign, {ours / theirs:.2f}x theirs"
+    if ours * theirs < 0:
+        return "opposite sign"
+    return "a tie on one side"
 
 
 def protocol_differences(block: PublishedConfig, runs: list[Run]) -> list[str]:
