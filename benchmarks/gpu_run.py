@@ -151,7 +151,9 @@ def run_ablation(stages: Stages, args, work: Path) -> dict:
             bench("run", SUITE, "--parallel", str(k), "--checkpoint-dir", str(store.parent / "ck"),
                   *ablation_overrides(args, store), "--set", f"budget.epochs={probe_epochs}",
                   "--set", f"seeds={seeds}", "--set", "evaluation.feature_extractors=[domain]"),
-            budget=120 if args.rehearse else 40,
+            # rehearsal: 7 cells one after another take 60-120 s on 2 busy CPU cores; the
+            # rehearsal checks that every stage works, not how fast (the ablation gets what's left)
+            budget=240 if args.rehearse else 40,
         )  # fmt: skip
         rates[k] = rate_of(stages, probe, cells_per_probe[k], probe_epochs)
     measured = {k: r for k, r in rates.items() if r}
