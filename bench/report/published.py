@@ -106,10 +106,10 @@ def agreement(ours: dict[str, float], theirs: dict[str, float], lower: bool | No
         lines.append(f"Ordering, best first: ours {order(mine)}; theirs {order(paper)}: {verdict}.")
         for i, a in enumerate(paper):
             for b in paper[i + 1 :]:
-                mine, their_gap = ours[b] - ours[a], theirs[b] - theirs[a]
+                our_gap, their_gap = ours[b] - ours[a], theirs[b] - theirs[a]
                 lines.append(
-                    f"Gap {b} − {a}: ours {mine:+.3g}, theirs {their_gap:+.3g}: "
-                    f"{_gap_verdict(mine, their_gap)}."
+                    f"Gap {b} − {a}: ours {our_gap:+.3g}, theirs {their_gap:+.3g}: "
+                    f"{_gap_verdict(our_gap, their_gap)}."
                 )
     for label in shared:
         difference = ours[label] - theirs[label]
